@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: install run test unit e2e lint typecheck bench sim clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check controller agent sandbox bench tests
+	$(BIN)/ruff format --check controller agent
+
+typecheck: $(STAMP)
+	$(BIN)/mypy controller agent
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not e2e"
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q -m e2e
+
+test: lint typecheck $(STAMP)
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,231 @@
+"""Plain data that flows through a reconcile pass: what was observed, and what to do about it.
+
+`plan(desired, observed, now)` (controller.planner) turns an `Observed` into a `Plan`. Both are
+frozen, so the planner stays pure and a pass can be replayed from its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from controller.wire import BusyStatus, HealthStatus
+
+
+class InstanceState(StrEnum):
+    """Derived afresh on every pass (DESIGN §4); never stored."""
+
+    UNKNOWN = "unknown"
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+    DRAINED = "drained"
+    UNHEALTHY = "unhealthy"
+    EXPIRED = "expired"
+    STALE = "stale"
+    FAILED_BOOT = "failed-boot"
+    TERMINATING = "terminating"
+    STANDBY = "standby"
+
+
+PROTECTED_STATES = frozenset({InstanceState.BUSY, InstanceState.DRAINING, InstanceState.STALE})
+NEVER_TERMINATED = frozenset(
+    {InstanceState.BUSY, InstanceState.DRAINING, InstanceState.STALE, InstanceState.UNKNOWN}
+)
+
+
+class Reason(StrEnum):
+    """Why an action was taken; the same word appears in logs, metric labels and /status."""
+
+    BELOW_MIN = "below-min"
+    ABOVE_MAX = "above-max"
+    BELOW_TARGET_FREE = "below-target-free"
+    IDLE_EXCESS = "idle-excess"
+    DRAINED = "drained"
+    UNHEALTHY = "unhealthy"
+    EXPIRED = "expired"
+    FAILED_BOOT = "failed-boot"
+    BUSY = "busy"
+    DRAINING = "draining"
+    STALE = "stale"
+    NOT_BUSY = "not-busy"
+    UPLOADS_PENDING = "uploads-pending"
+    LIFECYCLE_DRAINED = "lifecycle-drained"
+    LIFECYCLE_TIMEOUT = "lifecycle-timeout"
+    LIFECYCLE_NO_AGENT = "lifecycle-no-agent"
+
+
+@dataclass(frozen=True)
+class AsgInstance:
+    instance_id: str
+    lifecycle_state: str
+    health_status: str = "Healthy"
+    protected: bool = False
+
+
+@dataclass(frozen=True)
+class AsgView:
+    name: str
+    min_size: int
+    max_size: int
+    desired: int
+    instances: tuple[AsgInstance, ...]
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """The freshest report held for one instance, with the history the planner needs."""
+
+    received_at: float
+    busy: BusyStatus
+    health: HealthStatus
+    draining: bool = False
+    drained: bool = False
+    pending_uploads: int = 0
+    idle_since: float | None = None
+    """Receive time of the first report of the current IDLE/HEALTHY/no-uploads streak."""
+    unhealthy_since: float | None = None
+    """Receive time of the first report of the current not-HEALTHY streak."""
+
+
+@dataclass(frozen=True)
+class LifecycleWait:
+    """An instance held in Terminating:Wait by a termination lifecycle hook."""
+
+    instance_id: str
+    hook_name: str
+    token: str | None
+    started_at: float
+    last_heartbeat_at: float
+    heartbeat_timeout: float
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one pass knows about a pool, read afresh (level-triggered)."""
+
+    asg: AsgView
+    reports: Mapping[str, ReportView]
+    first_seen: Mapping[str, float]
+    """When the controller first saw each instance in the ASG (never before its own start)."""
+    drain_requested: Mapping[str, float]
+    """Instances the controller asked to drain, with when it asked."""
+    controller_started_at: float
+    last_scale_out_at: float | None = None
+    lifecycle_waits: Mapping[str, LifecycleWait] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    instance_id: str
+    state: InstanceState
+    protected: bool
+    """Whether the plan wants it protected from scale-in."""
+    report_age: float | None
+    detail: str = ""
+
+
+# --- actions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetDesiredCapacity:
+    capacity: int
+    previous: int
+    reason: Reason
+
+    @property
+    def name(self) -> str:
+        return "scale-out" if self.capacity > self.previous else "scale-in"
+
+
+@dataclass(frozen=True)
+class SetProtection:
+    instance_ids: tuple[str, ...]
+    protected: bool
+    reason: Reason
+
+    @property
+    def name(self) -> str:
+        return "protect" if self.protected else "unprotect"
+
+
+@dataclass(frozen=True)
+class Drain:
+    instance_id: str
+    reason: Reason
+    name: str = "drain"
+
+
+@dataclass(frozen=True)
+class Terminate:
+    instance_id: str
+    decrement: bool
+    reason: Reason
+
+    @property
+    def name(self) -> str:
+        return "terminate" if self.decrement else "replace"
+
+
+@dataclass(frozen=True)
+class LifecycleHeartbeat:
+    instance_id: str
+    hook_name: str
+    token: str | None
+    reason: Reason
+    name: str = "lifecycle-heartbeat"
+
+
+@dataclass(frozen=True)
+class CompleteLifecycle:
+    instance_id: str
+    hook_name: str
+    token: str | None
+    reason: Reason
+    result: str = "CONTINUE"
+    name: str = "lifecycle-continue"
+
+
+Action = (
+    SetDesiredCapacity | SetProtection | Drain | Terminate | LifecycleHeartbeat | CompleteLifecycle
+)
+ACTION_NAMES = (
+    "scale-out",
+    "scale-in",
+    "protect",
+    "unprotect",
+    "drain",
+    "terminate",
+    "replace",
+    "lifecycle-heartbeat",
+    "lifecycle-continue",
+)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A Kubernetes-style condition for /status."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    requeue_after: float
+    instances: tuple[InstanceView, ...]
+    desired_capacity: int
+    """The capacity the pool will have once the plan's actions are done."""
+    conditions: tuple[Condition, ...] = ()
+
+    def counts(self) -> dict[InstanceState, int]:
+        counts = dict.fromkeys(InstanceState, 0)
+        for view in self.instances:
+            counts[view.state] += 1
+        return counts

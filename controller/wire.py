@@ -1,0 +1,56 @@
+"""The agent → controller report (DESIGN §7), defined once and imported by both sides."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Final
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_REPORT_BYTES: Final = 16 * 1024
+REPORTS_PATH: Final = "/v1/reports"
+TOKEN_ENV: Final = "JIBRI_AUTOSCALER_TOKEN"
+INSTANCE_ID_RE: Final = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
+
+InstanceId = Annotated[str, StringConstraints(pattern=INSTANCE_ID_RE.pattern)]
+
+
+class BusyStatus(StrEnum):
+    IDLE = "IDLE"
+    BUSY = "BUSY"
+    EXPIRED = "EXPIRED"
+    UNKNOWN = "UNKNOWN"
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    UNKNOWN = "UNKNOWN"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JibriStatus(_Strict):
+    busyStatus: BusyStatus
+    healthStatus: HealthStatus
+
+
+class Report(_Strict):
+    """One agent's view of its instance, sent every few seconds and on every change."""
+
+    instanceId: InstanceId
+    bootId: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    seq: Annotated[int, Field(ge=0)]
+    jibri: JibriStatus
+    draining: bool = False
+    drained: bool = False
+    pendingUploads: Annotated[int, Field(ge=0)] = 0
+
+
+class ReportAnswer(_Strict):
+    """The controller's answer; `drain` asks the agent to start the drain handshake (§6)."""
+
+    drain: bool
