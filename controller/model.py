@@ -39,6 +39,7 @@ NEVER_TERMINATED = frozenset(
 class Reason(StrEnum):
     """Why an action was taken; the same word appears in logs, metric labels and /status."""
 
+    BOUNDS_DRIFT = "bounds-drift"
     BELOW_MIN = "below-min"
     ABOVE_MAX = "above-max"
     BELOW_TARGET_FREE = "below-target-free"
@@ -131,6 +132,16 @@ class InstanceView:
 
 
 @dataclass(frozen=True)
+class SetBounds:
+    """Make the ASG's own MinSize/MaxSize match the spec, so AWS enforces the same bounds."""
+
+    min_size: int
+    max_size: int
+    reason: Reason
+    name: str = "set-bounds"
+
+
+@dataclass(frozen=True)
 class SetDesiredCapacity:
     capacity: int
     previous: int
@@ -190,9 +201,16 @@ class CompleteLifecycle:
 
 
 Action = (
-    SetDesiredCapacity | SetProtection | Drain | Terminate | LifecycleHeartbeat | CompleteLifecycle
+    SetBounds
+    | SetDesiredCapacity
+    | SetProtection
+    | Drain
+    | Terminate
+    | LifecycleHeartbeat
+    | CompleteLifecycle
 )
 ACTION_NAMES = (
+    "set-bounds",
     "scale-out",
     "scale-in",
     "protect",
