@@ -53,6 +53,7 @@ class Reason(StrEnum):
     STALE = "stale"
     NOT_BUSY = "not-busy"
     UPLOADS_PENDING = "uploads-pending"
+    TERMINATION_REQUESTED = "termination-requested"
     LIFECYCLE_DRAINED = "lifecycle-drained"
     LIFECYCLE_TIMEOUT = "lifecycle-timeout"
     LIFECYCLE_NO_AGENT = "lifecycle-no-agent"

@@ -1,0 +1,322 @@
+"""The planner: `plan(spec, observed, now) -> Plan` (DESIGN §5).
+
+Pure: no await, no clock read, no I/O. Level-triggered: it reads only the observation, so the
+same observation always yields the same plan. Actions come out in the order they must run:
+bounds, protection, terminations, capacity, drains, lifecycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from controller.config import PoolSpec
+from controller.derive import Derived, derive_all, in_startup_window
+from controller.model import (
+    Action,
+    CompleteLifecycle,
+    Condition,
+    Drain,
+    InstanceState,
+    LifecycleHeartbeat,
+    Observed,
+    Plan,
+    Reason,
+    ReportView,
+    SetBounds,
+    SetDesiredCapacity,
+    SetProtection,
+    Terminate,
+)
+from controller.wire import BusyStatus
+
+PROTECTION_BATCH = 50
+"""SetInstanceProtection takes at most 50 instance ids per call."""
+MIN_REQUEUE = 0.1
+HEARTBEAT_FRACTION = 0.5
+"""Send a lifecycle heartbeat once this fraction of the hook's heartbeat timeout has passed."""
+
+_GONE = frozenset({InstanceState.TERMINATING, InstanceState.STANDBY})
+_REPLACE_REASON = {
+    InstanceState.UNHEALTHY: Reason.UNHEALTHY,
+    InstanceState.EXPIRED: Reason.EXPIRED,
+    InstanceState.FAILED_BOOT: Reason.FAILED_BOOT,
+}
+_PROTECT_REASON = {
+    InstanceState.BUSY: Reason.BUSY,
+    InstanceState.DRAINING: Reason.DRAINING,
+    InstanceState.STALE: Reason.STALE,
+}
+
+
+@dataclass(frozen=True)
+class _Context:
+    spec: PoolSpec
+    observed: Observed
+    now: float
+    derived: tuple[Derived, ...]
+    observing_only: bool
+    """Startup window with unknown instances: observe only (DESIGN §4)."""
+
+    def having(self, *states: InstanceState) -> list[Derived]:
+        return [d for d in self.derived if d.view.state in states]
+
+
+def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
+    derived = derive_all(spec, observed, now)
+    startup = in_startup_window(spec, observed, now)
+    any_unknown = any(d.view.state is InstanceState.UNKNOWN for d in derived)
+    ctx = _Context(spec, observed, now, derived, observing_only=startup and any_unknown)
+
+    actions: list[Action] = []
+    actions.extend(_bounds(ctx))
+    actions.extend(_protection(ctx))
+    terminations = _terminations(ctx)
+    actions.extend(terminations)
+    capacity, scaled = _capacity(ctx, terminations)
+    actions.extend(capacity)
+    drains = [] if capacity else _scale_in(ctx, terminations)
+    actions.extend(drains)
+    actions.extend(_lifecycle(ctx))
+
+    decrements = sum(1 for t in terminations if t.decrement)
+    final = capacity[-1].capacity if capacity else observed.asg.desired - decrements
+    return Plan(
+        actions=tuple(actions),
+        requeue_after=_requeue_after(ctx),
+        instances=tuple(d.view for d in derived),
+        desired_capacity=final,
+        conditions=_conditions(ctx, final, scaled),
+    )
+
+
+def _bounds(ctx: _Context) -> list[SetBounds]:
+    asg, capacity = ctx.observed.asg, ctx.spec.capacity
+    if (asg.min_size, asg.max_size) == (capacity.min, capacity.max):
+        return []
+    return [SetBounds(capacity.min, capacity.max, Reason.BOUNDS_DRIFT)]
+
+
+def _chunks(ids: list[str]) -> Iterator[tuple[str, ...]]:
+    for start in range(0, len(ids), PROTECTION_BATCH):
+        yield tuple(ids[start : start + PROTECTION_BATCH])
+
+
+def _protection(ctx: _Context) -> list[SetProtection]:
+    protect: dict[Reason, list[str]] = {}
+    unprotect: list[str] = []
+    for d in ctx.derived:
+        if d.view.protected == d.asg.protected:
+            continue
+        if d.view.protected:
+            protect.setdefault(_PROTECT_REASON[d.view.state], []).append(d.view.instance_id)
+        elif not ctx.observing_only:
+            # Adding protection is always safe; removing it waits until every instance is known.
+            unprotect.append(d.view.instance_id)
+    actions = [
+        SetProtection(chunk, True, reason)
+        for reason in sorted(protect)
+        for chunk in _chunks(protect[reason])
+    ]
+    actions += [SetProtection(chunk, False, Reason.NOT_BUSY) for chunk in _chunks(unprotect)]
+    return actions
+
+
+def _terminations(ctx: _Context) -> list[Terminate]:
+    if ctx.observing_only:
+        return []
+    actions: list[Terminate] = []
+    # Decrement only while the ASG stays at or above min; otherwise let it replace the instance.
+    room = ctx.observed.asg.desired - ctx.spec.capacity.min
+    for d in ctx.having(InstanceState.DRAINED):
+        actions.append(Terminate(d.view.instance_id, decrement=room > 0, reason=Reason.DRAINED))
+        room -= 1
+    due = [d for d in ctx.derived if d.replace_due]
+    for d in due[: ctx.spec.scaleOut.maxStep]:
+        actions.append(
+            Terminate(d.view.instance_id, decrement=False, reason=_REPLACE_REASON[d.view.state])
+        )
+    return actions
+
+
+def _free_count(ctx: _Context, terminations: Iterable[Terminate]) -> int:
+    """Idle and starting instances, launches the ASG still owes, and replacements under way.
+
+    Unknown instances count as free, so their silence never causes a scale-out.
+    """
+    live = [d for d in ctx.derived if d.view.state not in _GONE]
+    owed = max(0, ctx.observed.asg.desired - len(live))
+    replacing = sum(1 for t in terminations if not t.decrement)
+    ready = len(ctx.having(InstanceState.IDLE, InstanceState.STARTING, InstanceState.UNKNOWN))
+    return ready + owed + replacing
+
+
+def _capacity(
+    ctx: _Context, terminations: list[Terminate]
+) -> tuple[list[SetDesiredCapacity], bool]:
+    """Raise capacity by the free gap (capped), and keep it within [min, max]."""
+    spec, asg = ctx.spec, ctx.observed.asg
+    base = asg.desired - sum(1 for t in terminations if t.decrement)
+    target, reason = base, Reason.BELOW_TARGET_FREE
+    gap = spec.targetFree - _free_count(ctx, terminations)
+    if gap > 0:
+        target = min(base + min(gap, spec.scaleOut.maxStep), max(base, spec.capacity.max))
+    if target < spec.capacity.min:
+        target, reason = spec.capacity.min, Reason.BELOW_MIN
+    elif target > spec.capacity.max:
+        target, reason = spec.capacity.max, Reason.ABOVE_MAX
+    if target == base:
+        return [], False
+    return [SetDesiredCapacity(target, base, reason)], target > base
+
+
+def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[Drain]:
+    """Drain the longest-idle instances beyond targetFree; never let the ASG pick."""
+    spec, observed = ctx.spec, ctx.observed
+    if ctx.observing_only or in_startup_window(spec, observed, ctx.now):
+        return []
+    last = observed.last_scale_out_at
+    if last is not None and ctx.now - last < spec.scaleIn.delayAfterScaleOut:
+        return []
+    excess = _free_count(ctx, terminations) - spec.targetFree
+    base = observed.asg.desired - sum(1 for t in terminations if t.decrement)
+    draining = len(ctx.having(InstanceState.DRAINING))
+    count = min(excess, base - draining - spec.capacity.min, spec.scaleIn.maxStep)
+    if count <= 0:
+        return []
+    candidates = sorted(
+        (
+            d
+            for d in ctx.having(InstanceState.IDLE)
+            if _idle_for(d, ctx.now) >= spec.scaleIn.idleFor
+        ),
+        key=lambda d: (-_idle_for(d, ctx.now), d.view.instance_id),
+    )
+    return [Drain(d.view.instance_id, Reason.IDLE_EXCESS) for d in candidates[:count]]
+
+
+def _idle_for(d: Derived, now: float) -> float:
+    if d.report is None or d.report.idle_since is None:
+        return 0.0
+    return now - d.report.idle_since
+
+
+def _lifecycle(ctx: _Context) -> list[Drain | LifecycleHeartbeat | CompleteLifecycle]:
+    """Hold instances in Terminating:Wait until their recordings are safe, then let them go."""
+    spec, observed, now = ctx.spec, ctx.observed, ctx.now
+    actions: list[Drain | LifecycleHeartbeat | CompleteLifecycle] = []
+    for instance_id in sorted(observed.lifecycle_waits):
+        wait = observed.lifecycle_waits[instance_id]
+        report = observed.reports.get(instance_id)
+        fresh = report is not None and now - report.received_at <= spec.instances.staleAfter
+        seen = max(observed.first_seen.get(instance_id, now), observed.controller_started_at)
+        done: Reason | None = None
+        if now - wait.started_at >= spec.drain.timeout:
+            done = Reason.LIFECYCLE_TIMEOUT
+        elif fresh and report is not None and report.drained and report.pending_uploads == 0:
+            done = Reason.LIFECYCLE_DRAINED
+        elif (
+            report is None
+            and not in_startup_window(spec, observed, now)
+            and now - seen >= spec.instances.bootTimeout
+        ):
+            done = Reason.LIFECYCLE_NO_AGENT
+        if done is not None:
+            actions.append(CompleteLifecycle(instance_id, wait.hook_name, wait.token, done))
+            continue
+        if fresh and instance_id not in observed.drain_requested:
+            # Someone else is terminating it: stop Jibri taking new recordings, keep the rest.
+            actions.append(Drain(instance_id, Reason.TERMINATION_REQUESTED))
+        if now - wait.last_heartbeat_at >= wait.heartbeat_timeout * HEARTBEAT_FRACTION:
+            actions.append(
+                LifecycleHeartbeat(instance_id, wait.hook_name, wait.token, _holding_reason(report))
+            )
+    return actions
+
+
+def _holding_reason(report: ReportView | None) -> Reason:
+    if report is not None and report.pending_uploads > 0:
+        return Reason.UPLOADS_PENDING
+    if report is not None and report.busy is BusyStatus.BUSY:
+        return Reason.BUSY
+    return Reason.DRAINING
+
+
+def _requeue_after(ctx: _Context) -> float:
+    """When the next time-driven change is due: the sooner of resync and the nearest deadline."""
+    spec, observed, now = ctx.spec, ctx.observed, ctx.now
+    deadlines = [now + spec.resync]
+    window_end = observed.controller_started_at + spec.instances.staleAfter
+    if now < window_end:
+        deadlines.append(window_end)
+    for d in ctx.derived:
+        state, report = d.view.state, d.report
+        if report is not None and state not in _GONE and state is not InstanceState.STALE:
+            deadlines.append(report.received_at + spec.instances.staleAfter + MIN_REQUEUE)
+        if state is InstanceState.STARTING:
+            seen = max(observed.first_seen.get(d.view.instance_id, now), window_end)
+            deadlines.append(seen + spec.instances.bootTimeout)
+        elif state is InstanceState.IDLE and report is not None and report.idle_since is not None:
+            deadlines.append(report.idle_since + spec.scaleIn.idleFor)
+        elif state is InstanceState.UNHEALTHY and report is not None and not d.replace_due:
+            since = report.unhealthy_since if report.unhealthy_since is not None else now
+            deadlines.append(since + spec.instances.unhealthyFor)
+    if observed.last_scale_out_at is not None:
+        deadlines.append(observed.last_scale_out_at + spec.scaleIn.delayAfterScaleOut)
+    for wait in observed.lifecycle_waits.values():
+        deadlines.append(wait.started_at + spec.drain.timeout)
+        deadlines.append(wait.last_heartbeat_at + wait.heartbeat_timeout * HEARTBEAT_FRACTION)
+    upcoming = [t - now for t in deadlines if t > now]
+    return max(MIN_REQUEUE, min(upcoming, default=spec.resync))
+
+
+def _conditions(ctx: _Context, final_capacity: int, scaled_out: bool) -> tuple[Condition, ...]:
+    spec = ctx.spec
+    counts = {state: len(ctx.having(state)) for state in InstanceState}
+    free = counts[InstanceState.IDLE]
+    conditions: list[Condition] = []
+    if ctx.observing_only:
+        conditions.append(
+            Condition(
+                "Observing",
+                True,
+                "ControllerStarting",
+                f"{counts[InstanceState.UNKNOWN]} instances have not reported since the "
+                "controller started; only observing until they do or staleAfter passes",
+            )
+        )
+    if free >= spec.targetFree:
+        ready = Condition("TargetFreeMet", True, "Ready", f"{free} free, target {spec.targetFree}")
+    elif scaled_out:
+        ready = Condition(
+            "TargetFreeMet",
+            False,
+            "ScalingOut",
+            f"{free} free, target {spec.targetFree}; capacity raised to {final_capacity}",
+        )
+    elif final_capacity >= spec.capacity.max:
+        ready = Condition(
+            "TargetFreeMet",
+            False,
+            "AtMaxCapacity",
+            f"{free} free, target {spec.targetFree}; capacity is at max {spec.capacity.max}",
+        )
+    else:
+        ready = Condition(
+            "TargetFreeMet",
+            False,
+            "WaitingForInstances",
+            f"{free} free, target {spec.targetFree}; {counts[InstanceState.STARTING]} starting",
+        )
+    conditions.append(ready)
+    troubled = {
+        s: counts[s]
+        for s in (InstanceState.STALE, InstanceState.UNHEALTHY, InstanceState.FAILED_BOOT)
+        if counts[s]
+    }
+    if troubled:
+        message = ", ".join(f"{n} {s.value}" for s, n in troubled.items())
+        conditions.append(Condition("Degraded", True, "InstancesNotHealthy", message))
+    else:
+        conditions.append(Condition("Degraded", False, "AllReporting", "no stale or unhealthy"))
+    return tuple(conditions)
