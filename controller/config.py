@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 import yaml
 from pydantic import (
@@ -22,6 +22,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from controller.cw_names import DIMENSION, FALLBACK_ALARM, MAX_SHORT_ALARM_NAME, POOL_METRICS
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -89,31 +92,225 @@ ComparisonOperator = Literal[
     "LessThanOrEqualToThreshold",
 ]
 Statistic = Literal["SampleCount", "Average", "Sum", "Minimum", "Maximum"]
+TreatMissingData = Literal["breaching", "notBreaching", "ignore", "missing"]
+_Printable = StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=255), _Printable]
+MetricNamespace = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=255, pattern=r"^[^:\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ),
+]
+Arn = Annotated[str, StringConstraints(pattern=r"^arn:[^\s]+$", max_length=1024)]
+Actions = Annotated[tuple[Arn, ...], Field(max_length=5)]
+
+_DAY: Final = 86_400
+_WEEK: Final = 7 * _DAY
+
+
+def _whole_seconds(value: Any) -> int:
+    seconds = parse_duration(value)
+    if seconds != int(seconds):
+        raise ValueError(f"must be a whole number of seconds (got {seconds:g} s)")
+    return int(seconds)
+
+
+WholeSeconds = Annotated[int, BeforeValidator(_whole_seconds)]
+
+
+def _field_errors(*problems: tuple[tuple[str | int, ...], Any, str]) -> ValidationError:
+    """A ValidationError whose errors sit at the given field paths, so a cross-field check
+    still reports e.g. `alarms[1].period` rather than the enclosing model."""
+    return ValidationError.from_exception_data(
+        "CloudWatch",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("value_error", "{reason}", {"reason": reason}),
+                loc=loc,
+                input=value,
+            )
+            for loc, value, reason in problems
+        ],
+    )
+
+
+def period_problem(period: int) -> str | None:
+    """Why AWS would refuse `period` for an alarm, or None."""
+    if period in (10, 20, 30) or (period > 0 and period % 60 == 0):
+        return None
+    return f"must be 10, 20 or 30 seconds or a multiple of 60 seconds (got {period} s)"
+
+
+def evaluation_range_problem(period: int, evaluation_periods: int) -> str | None:
+    """Why AWS would refuse this evaluation range (period * evaluationPeriods), or None."""
+    span = period * evaluation_periods
+    if period < 3600 and span > _DAY:
+        return (
+            f"period * evaluationPeriods is {span} s; AWS allows at most {_DAY} s (one day) "
+            "when the period is under an hour"
+        )
+    if span > _WEEK:
+        return f"period * evaluationPeriods is {span} s; AWS allows at most {_WEEK} s (seven days)"
+    return None
 
 
 class AlarmSpec(_Spec):
-    """One CloudWatch alarm the controller keeps in place (created, drift-corrected, deleted)."""
+    """One CloudWatch metric alarm the controller keeps in place: created, drift-corrected and,
+    once removed from the spec, deleted. Named `jibri-autoscaler/<pool>/<name>` in AWS."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    description: str = ""
-    metricName: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    namespace: str | None = None
-    statistic: Statistic = "Sum"
-    period: Annotated[int, Field(gt=0)] = 60
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_SHORT_ALARM_NAME), _Printable
+    ]
+    description: Annotated[str, StringConstraints(max_length=1024)] = ""
+    metricName: MetricName
+    namespace: MetricNamespace | None = None
+    """Defaults to spec.cloudWatch.namespace."""
+    dimensions: (
+        Annotated[
+            dict[MetricName, Annotated[str, StringConstraints(min_length=1, max_length=1024)]],
+            Field(max_length=30),
+        ]
+        | None
+    ) = None
+    """Defaults to {AutoScalingGroupName: <the pool's ASG>}."""
+    statistic: Statistic
+    period: WholeSeconds = 60
     evaluationPeriods: Annotated[int, Field(ge=1)] = 1
     datapointsToAlarm: Annotated[int, Field(ge=1)] | None = None
-    threshold: float
+    """Defaults to evaluationPeriods (every period of the range must breach)."""
+    threshold: Annotated[float, Field(allow_inf_nan=False)]
     comparisonOperator: ComparisonOperator
-    treatMissingData: Literal["breaching", "notBreaching", "ignore", "missing"] = "missing"
-    alarmActions: tuple[str, ...] = ()
-    okActions: tuple[str, ...] = ()
-    insufficientDataActions: tuple[str, ...] = ()
+    treatMissingData: TreatMissingData = "missing"
+    actionsEnabled: bool = True
+    alarmActions: Actions = ()
+    okActions: Actions = ()
+    insufficientDataActions: Actions = ()
+
+    @model_validator(mode="after")
+    def _as_aws_checks(self) -> Self:
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        if reason := period_problem(self.period):
+            problems.append((("period",), self.period, reason))
+        elif reason := evaluation_range_problem(self.period, self.evaluationPeriods):
+            problems.append((("evaluationPeriods",), self.evaluationPeriods, reason))
+        if self.datapointsToAlarm is not None and self.datapointsToAlarm > self.evaluationPeriods:
+            problems.append(
+                (
+                    ("datapointsToAlarm",),
+                    self.datapointsToAlarm,
+                    f"must not exceed evaluationPeriods ({self.evaluationPeriods})",
+                )
+            )
+        if problems:
+            raise _field_errors(*problems)
+        return self
+
+
+class FallbackScaling(_Spec):
+    """AWS's own scale-out, kept as a safety net for when the controller is down: a step scaling
+    policy on the ASG and an alarm on the agents' Sum(JibriFree) that triggers it. Scale-in is
+    never delegated. Every unset field is derived from the pool's spec (docs/cloudwatch.md)."""
+
+    namespace: MetricNamespace = "Jibri"
+    """Where the agents publish JibriFree (the agent's setting, not spec.cloudWatch.namespace)."""
+    metricName: MetricName = "JibriFree"
+    threshold: Annotated[int, Field(ge=1)] | None = None
+    """Fire while Sum(JibriFree) < threshold; defaults to targetFree (at least 1)."""
+    after: WholeSeconds | None = None
+    """How long free must stay below the threshold; defaults to bootTimeout + 3 minutes."""
+    maxStep: Annotated[int, Field(ge=1)] | None = None
+    """Most instances one trigger adds; defaults to scaleOut.maxStep."""
+    warmup: WholeSeconds | None = None
+    """The policy's EstimatedInstanceWarmup; defaults to bootTimeout."""
+    treatMissingData: TreatMissingData = "notBreaching"
+
+    @model_validator(mode="after")
+    def _whole_minutes(self) -> Self:
+        if self.after is not None and (self.after < 120 or self.after % 60 or self.after > _DAY):
+            raise _field_errors(
+                (
+                    ("after",),
+                    self.after,
+                    f"must be whole minutes between 2m and 24h (got {self.after} s): "
+                    "the alarm counts 60 s periods",
+                )
+            )
+        return self
 
 
 class CloudWatch(_Spec):
-    namespace: Annotated[str, StringConstraints(min_length=1, max_length=255)] = "Jibri"
+    namespace: MetricNamespace = "Jibri"
+    """Namespace of the pool metrics, and the default of each alarm's."""
     publishMetrics: bool = True
+    """Publish FreeInstances, BusyInstances, StartingInstances, DrainingInstances each pass."""
+    storageResolution: Literal[1, 60] = 60
+    """1 stores the pool metrics per second (high-resolution; needed by 10-30 s alarms)."""
     alarms: tuple[AlarmSpec, ...] = ()
+    fallbackScaling: FallbackScaling | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        if self.namespace.startswith("AWS/"):
+            problems.append(
+                (("namespace",), self.namespace, "namespaces starting with AWS/ are reserved")
+            )
+        seen: dict[str, int] = {}
+        for index, alarm in enumerate(self.alarms):
+            at: tuple[str | int, ...] = ("alarms", index)
+            if alarm.name == FALLBACK_ALARM:
+                problems.append(
+                    ((*at, "name"), alarm.name, "is reserved for the fallbackScaling alarm")
+                )
+            elif (first := seen.setdefault(alarm.name, index)) != index:
+                problems.append(
+                    ((*at, "name"), alarm.name, f"duplicate alarm name (also alarms[{first}])")
+                )
+            problems.extend(
+                (
+                    ((*at, *loc), value, reason)
+                    for loc, value, reason in self._pool_metric_problems(alarm)
+                )
+            )
+        if problems:
+            raise _field_errors(*problems)
+        return self
+
+    def _pool_metric_problems(
+        self, alarm: AlarmSpec
+    ) -> list[tuple[tuple[str | int, ...], Any, str]]:
+        """Alarms on our own pool metrics that could never work as written."""
+        ours = (
+            alarm.metricName in POOL_METRICS
+            and (alarm.namespace or self.namespace) == self.namespace
+            and (alarm.dimensions is None or set(alarm.dimensions) == {DIMENSION})
+        )
+        if not ours:
+            return []
+        if not self.publishMetrics:
+            return [
+                (("metricName",), alarm.metricName, "pool metrics are off (publishMetrics: false)")
+            ]
+        problems: list[tuple[tuple[str | int, ...], Any, str]] = []
+        if alarm.statistic in ("Sum", "SampleCount"):
+            problems.append(
+                (
+                    ("statistic",),
+                    alarm.statistic,
+                    f"{alarm.metricName} is a gauge published on every pass, so its "
+                    f"{alarm.statistic} follows the pass rate: use Minimum, Maximum or Average",
+                )
+            )
+        if alarm.period < 60 and self.storageResolution != 1:
+            problems.append(
+                (
+                    ("period",),
+                    alarm.period,
+                    f"a {alarm.period} s period needs storageResolution: 1 "
+                    "(pool metrics are otherwise stored per minute)",
+                )
+            )
+        return problems
 
 
 class PoolSpec(_Spec):
