@@ -1,0 +1,233 @@
+"""`python -m controller run | validate | status` (DESIGN §8)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller import logs
+from controller.actuator import Actuator
+from controller.aws import AwsClients, AwsSettings
+from controller.config import ConfigError, DesiredState, load_desired_state
+from controller.logs import event
+from controller.loop import Controller, guarded_task
+from controller.metrics import Metrics
+from controller.reload import ConfigWatcher, load
+from controller.server import Server, ServerContext, make_app
+from controller.status import render
+from controller.store import ReportStore
+from controller.wire import TOKEN_ENV
+
+log = logging.getLogger("controller")
+
+DEFAULT_LISTEN = "0.0.0.0:8080"
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class UsageError(Exception):
+    """A problem with how the command was called; printed without a traceback."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    config: Path
+    host: str
+    port: int
+    token: str
+    dry_run: bool
+    aws: AwsSettings
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, such as {DEFAULT_LISTEN}: {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1: {value!r}")
+    return int(value)
+
+
+def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str:
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read token file {token_file}: {exc.strerror}") from exc
+        if not token:
+            raise UsageError(f"token file {token_file} is empty")
+        return token
+    token = environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise UsageError(
+            f"no agent token: set {TOKEN_ENV} or pass --token-file; "
+            "the controller does not accept reports without one"
+        )
+    return token
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m controller",
+        description="Keep exactly enough idle Jibri recorders ready in AWS Auto Scaling Groups.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="reconcile the pools and serve reports, metrics, status")
+    run.add_argument("--config", required=True, type=Path, help="desired-state YAML file")
+    run.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=parse_listen(DEFAULT_LISTEN),
+        metavar="HOST:PORT",
+        help=f"HTTP address for reports, /metrics, /healthz, /status (default {DEFAULT_LISTEN})",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="plan, log and count actions; change nothing"
+    )
+    run.add_argument(
+        "--token-file", type=Path, help=f"file holding the agents' bearer token (else ${TOKEN_ENV})"
+    )
+    run.add_argument(
+        "--aws-max-attempts",
+        type=_positive_int,
+        default=AwsSettings.max_attempts,
+        metavar="N",
+        help="attempts per AWS call in botocore's standard retry mode (default %(default)s)",
+    )
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    validate = commands.add_parser("validate", help="check a desired-state file")
+    validate.add_argument("path", type=Path)
+
+    show = commands.add_parser("status", help="print a running controller's /status as tables")
+    show.add_argument("--url", default=DEFAULT_URL, help=f"controller URL (default {DEFAULT_URL})")
+    show.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    return parser
+
+
+async def serve(options: RunOptions, state: DesiredState, loaded: str) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order and return."""
+    metrics = Metrics()
+    clients = AwsClients(metrics, options.aws)
+    clock = time.monotonic
+    controller = Controller(
+        state=state,
+        store=ReportStore(),
+        metrics=metrics,
+        autoscaling=clients.autoscaling,
+        actuator=Actuator(metrics=metrics, clock=clock, dry_run=options.dry_run),
+        clock=clock,
+    )
+    watcher = ConfigWatcher(options.config, loaded=loaded, apply=controller.apply, metrics=metrics)
+    server = Server(
+        make_app(
+            ServerContext(
+                controller=controller,
+                metrics=metrics,
+                token=options.token,
+                clock=controller.clock,
+                dry_run=options.dry_run,
+            )
+        ),
+        options.host,
+        options.port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopping = False
+    reload_task = None
+    try:
+        await server.start()
+        controller.start()
+        reload_task = guarded_task(watcher.run(), name="config-watcher", may_end=lambda: stopping)
+        event(
+            log,
+            "controller started",
+            pools=[p.name for p in state.pools],
+            config=str(options.config),
+            dry_run=options.dry_run,
+        )
+        await stop.wait()
+        event(log, "stopping")
+    finally:
+        stopping = True
+        if reload_task is not None:
+            reload_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reload_task
+        await controller.stop()
+        await clients.close()
+        await server.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    event(log, "stopped")
+
+
+def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    logs.configure(getattr(logging, args.log_level))
+    host, port = args.listen
+    token = read_token(args.token_file, environ)
+    state, loaded = load(args.config)
+    options = RunOptions(
+        config=args.config,
+        host=host,
+        port=port,
+        token=token,
+        dry_run=args.dry_run,
+        aws=AwsSettings(max_attempts=args.aws_max_attempts),
+    )
+    asyncio.run(serve(options, state, loaded))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    state = load_desired_state(args.path)
+    count = len(state.pools)
+    print(f"{args.path}: {count} pool{'s' if count != 1 else ''} OK")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            document = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {url}: {exc}") from exc
+    print(json.dumps(document, indent=2) if args.json else render(document))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    try:
+        if args.command == "run":
+            return cmd_run(args, env)
+        if args.command == "validate":
+            return cmd_validate(args)
+        return cmd_status(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
