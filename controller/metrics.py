@@ -28,9 +28,9 @@ ACTION_REASONS: Final[dict[str, tuple[Reason, ...]]] = {
     "scale-in": (Reason.ABOVE_MAX,),
     "protect": (Reason.BUSY, Reason.DRAINING, Reason.STALE),
     "unprotect": (Reason.NOT_BUSY,),
-    "drain": (Reason.IDLE_EXCESS,),
+    "drain": (Reason.IDLE_EXCESS, Reason.TERMINATION_REQUESTED),
     "terminate": (Reason.DRAINED,),
-    "replace": (Reason.UNHEALTHY, Reason.EXPIRED, Reason.FAILED_BOOT),
+    "replace": (Reason.DRAINED, Reason.UNHEALTHY, Reason.EXPIRED, Reason.FAILED_BOOT),
     "lifecycle-heartbeat": (Reason.UPLOADS_PENDING, Reason.BUSY, Reason.DRAINING),
     "lifecycle-continue": (
         Reason.LIFECYCLE_DRAINED,

@@ -56,6 +56,17 @@ def _schema_error(exc: ValidationError) -> dict[str, str]:
     return {"field": field, "reason": reason}
 
 
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it exceeds `limit` (chunked bodies included)."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    return None
+
+
 async def post_report(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     received_at = ctx.clock()
@@ -64,8 +75,8 @@ async def post_report(request: web.Request) -> web.Response:
         return _reject(metrics, "unauthorized", 401, "missing or wrong bearer token")
     if request.content_length is not None and request.content_length > MAX_REPORT_BYTES:
         return _reject(metrics, "too-large", 413, f"a report is at most {MAX_REPORT_BYTES} bytes")
-    body = await request.content.read(MAX_REPORT_BYTES + 1)
-    if len(body) > MAX_REPORT_BYTES:
+    body = await _read_body(request, MAX_REPORT_BYTES)
+    if body is None:
         return _reject(metrics, "too-large", 413, f"a report is at most {MAX_REPORT_BYTES} bytes")
     try:
         document = json.loads(body)

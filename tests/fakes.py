@@ -1,0 +1,163 @@
+"""In-memory fakes behind the controller's narrow Protocols, for unit tests.
+
+`FakeAutoScaling` keeps AWS's own rules that moto does not enforce (desired capacity within
+[min, max], at most 50 ids per protection call), so a test fails where AWS would.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from controller.aws import PROTECTION_BATCH, AwsError, TerminationHook
+from controller.model import AsgInstance, AsgView
+
+_ids = itertools.count(0x1000)
+
+
+def new_instance_id() -> str:
+    return f"i-{next(_ids):017x}"
+
+
+@dataclass
+class FakeGroup:
+    name: str
+    min_size: int
+    max_size: int
+    desired: int
+    instances: dict[str, AsgInstance] = field(default_factory=dict)
+    hooks: tuple[TerminationHook, ...] = ()
+
+    def launch(self, count: int) -> list[str]:
+        ids = [new_instance_id() for _ in range(count)]
+        for instance_id in ids:
+            self.instances[instance_id] = AsgInstance(instance_id, "InService")
+        return ids
+
+    def settle(self) -> None:
+        """Launch or remove (unprotected, newest first) instances to match desired."""
+        live = [i for i in self.instances.values() if i.lifecycle_state == "InService"]
+        if len(live) < self.desired:
+            self.launch(self.desired - len(live))
+        for instance in reversed([i for i in live if not i.protected]):
+            if len(self.instances) <= self.desired:
+                break
+            del self.instances[instance.instance_id]
+
+
+@dataclass(frozen=True)
+class Call:
+    operation: str
+    args: tuple[object, ...]
+
+
+class FakeAutoScaling:
+    """An `AutoScaling` over in-memory groups; records calls and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, FakeGroup] = {}
+        self.calls: list[Call] = []
+        self.failures: dict[str, AwsError] = {}
+
+    def add_group(self, name: str, *, min_size: int, max_size: int, desired: int) -> list[str]:
+        group = FakeGroup(name, min_size, max_size, desired)
+        self.groups[name] = group
+        return group.launch(desired)
+
+    def fail(self, operation: str, kind: str = "throttled") -> None:
+        self.failures[operation] = AwsError(operation, kind, f"injected {kind} failure")
+
+    def mutations(self) -> list[Call]:
+        return [c for c in self.calls if not c.operation.startswith("Describe")]
+
+    def _enter(self, operation: str, *args: object) -> None:
+        self.calls.append(Call(operation, args))
+        if operation in self.failures:
+            raise self.failures[operation]
+
+    def _group(self, operation: str, name: str) -> FakeGroup:
+        if name not in self.groups:
+            raise AwsError(operation, "not-found", f"no group {name!r}")
+        return self.groups[name]
+
+    def _owner(self, operation: str, instance_id: str) -> FakeGroup:
+        for group in self.groups.values():
+            if instance_id in group.instances:
+                return group
+        raise AwsError(operation, "not-found", f"no instance {instance_id!r}")
+
+    async def describe_group(self, name: str) -> AsgView:
+        self._enter("DescribeAutoScalingGroups", name)
+        g = self._group("DescribeAutoScalingGroups", name)
+        return AsgView(name, g.min_size, g.max_size, g.desired, tuple(g.instances.values()))
+
+    async def set_bounds(self, name: str, min_size: int, max_size: int) -> None:
+        self._enter("UpdateAutoScalingGroup", name, min_size, max_size)
+        g = self._group("UpdateAutoScalingGroup", name)
+        if min_size > max_size:
+            raise AwsError("UpdateAutoScalingGroup", "validation", "min > max")
+        g.min_size, g.max_size = min_size, max_size
+        g.desired = min(max(g.desired, min_size), max_size)
+        g.settle()
+
+    async def set_desired_capacity(self, name: str, capacity: int) -> None:
+        self._enter("SetDesiredCapacity", name, capacity)
+        g = self._group("SetDesiredCapacity", name)
+        if not g.min_size <= capacity <= g.max_size:
+            raise AwsError("SetDesiredCapacity", "validation", f"{capacity} outside [min, max]")
+        g.desired = capacity
+        g.settle()
+
+    async def set_instance_protection(
+        self, name: str, instance_ids: Sequence[str], protected: bool
+    ) -> None:
+        self._enter("SetInstanceProtection", name, tuple(instance_ids), protected)
+        g = self._group("SetInstanceProtection", name)
+        if len(instance_ids) > PROTECTION_BATCH:
+            raise AwsError("SetInstanceProtection", "validation", "more than 50 instance ids")
+        for instance_id in instance_ids:
+            instance = g.instances[instance_id]
+            g.instances[instance_id] = AsgInstance(
+                instance_id, instance.lifecycle_state, instance.health_status, protected
+            )
+
+    async def terminate_instance(self, instance_id: str, *, decrement: bool) -> None:
+        self._enter("TerminateInstanceInAutoScalingGroup", instance_id, decrement)
+        g = self._owner("TerminateInstanceInAutoScalingGroup", instance_id)
+        if decrement:
+            if g.desired - 1 < g.min_size:
+                raise AwsError("TerminateInstanceInAutoScalingGroup", "validation", "below min")
+            g.desired -= 1
+        del g.instances[instance_id]
+        g.settle()
+
+    async def termination_hooks(self, name: str) -> tuple[TerminationHook, ...]:
+        self._enter("DescribeLifecycleHooks", name)
+        return self._group("DescribeLifecycleHooks", name).hooks
+
+    async def record_lifecycle_heartbeat(
+        self, name: str, hook: str, instance_id: str, token: str | None
+    ) -> None:
+        self._enter("RecordLifecycleActionHeartbeat", name, hook, instance_id, token)
+
+    async def complete_lifecycle_action(
+        self, name: str, hook: str, instance_id: str, token: str | None, result: str
+    ) -> None:
+        self._enter("CompleteLifecycleAction", name, hook, instance_id, token, result)
+        g = self._group("CompleteLifecycleAction", name)
+        g.instances.pop(instance_id, None)
+        g.settle()
+
+
+class ManualClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

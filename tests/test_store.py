@@ -1,0 +1,149 @@
+"""The report store: latest report per instance, streaks, ordering, and the unmanaged map."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.store import Outcome, ReportStore
+from controller.wire import BusyStatus, HealthStatus, JibriStatus, Report
+
+IID = "i-0123456789abcdef0"
+
+
+def report(
+    seq: int,
+    busy: str = "IDLE",
+    health: str = "HEALTHY",
+    *,
+    instance_id: str = IID,
+    boot: str = "boot-a",
+    draining: bool = False,
+    drained: bool = False,
+    uploads: int = 0,
+) -> Report:
+    return Report(
+        instanceId=instance_id,
+        bootId=boot,
+        seq=seq,
+        jibri=JibriStatus(busyStatus=BusyStatus(busy), healthStatus=HealthStatus(health)),
+        draining=draining,
+        drained=drained,
+        pendingUploads=uploads,
+    )
+
+
+def test_idle_streak_starts_at_first_idle_report() -> None:
+    """idle_since stays at the first report of an IDLE streak while it continues."""
+    store = ReportStore()
+    store.accept(report(1), 10.0, managed=True)
+    store.accept(report(2), 15.0, managed=True)
+    view = store.get(IID)
+    assert view is not None and view.idle_since == 10.0 and view.received_at == 15.0
+
+
+@pytest.mark.parametrize(
+    "breaking",
+    [
+        pytest.param(report(2, "BUSY"), id="busy"),
+        pytest.param(report(2, health="UNHEALTHY"), id="unhealthy"),
+        pytest.param(report(2, uploads=1), id="uploads-pending"),
+        pytest.param(report(2, draining=True), id="draining"),
+    ],
+)
+def test_idle_streak_restarts_after_a_break(breaking: Report) -> None:
+    """Any non-idle report ends the idle streak; the next IDLE report starts a new one."""
+    store = ReportStore()
+    store.accept(report(1), 10.0, managed=True)
+    store.accept(breaking, 20.0, managed=True)
+    broken = store.get(IID)
+    assert broken is not None and broken.idle_since is None
+    store.accept(report(3), 30.0, managed=True)
+    again = store.get(IID)
+    assert again is not None and again.idle_since == 30.0
+
+
+def test_unhealthy_streak_tracks_first_unhealthy_report() -> None:
+    """unhealthy_since holds the start of a not-HEALTHY (or Jibri UNKNOWN) streak."""
+    store = ReportStore()
+    store.accept(report(1, health="UNHEALTHY"), 5.0, managed=True)
+    store.accept(report(2, "UNKNOWN", "UNKNOWN"), 9.0, managed=True)
+    view = store.get(IID)
+    assert view is not None and view.unhealthy_since == 5.0
+    store.accept(report(3), 12.0, managed=True)
+    healed = store.get(IID)
+    assert healed is not None and healed.unhealthy_since is None
+
+
+@pytest.mark.parametrize(
+    "seq",
+    [pytest.param(4, id="older"), pytest.param(5, id="duplicate")],
+)
+def test_out_of_order_report_is_ignored(seq: int) -> None:
+    """A report with a seq not above the held one (same bootId) changes nothing."""
+    store = ReportStore()
+    store.accept(report(5, "BUSY"), 1.0, managed=True)
+    result = store.accept(report(seq), 2.0, managed=True)
+    view = store.get(IID)
+    assert result.outcome is Outcome.OUT_OF_ORDER and not result.changed
+    assert view is not None and view.busy is BusyStatus.BUSY and view.received_at == 1.0
+
+
+def test_new_boot_id_resets_sequence() -> None:
+    """After an agent restart (new bootId) a lower seq is accepted."""
+    store = ReportStore()
+    store.accept(report(50, "BUSY"), 1.0, managed=True)
+    result = store.accept(report(0, boot="boot-b"), 2.0, managed=True)
+    view = store.get(IID)
+    assert result.outcome is Outcome.ACCEPTED
+    assert view is not None and view.busy is BusyStatus.IDLE
+
+
+def test_changed_only_when_derived_state_changes() -> None:
+    """`changed` is true for the first report and real changes, false for repeats."""
+    store = ReportStore()
+    assert store.accept(report(1), 1.0, managed=True).changed
+    assert not store.accept(report(2), 2.0, managed=True).changed
+    assert store.accept(report(3, "BUSY"), 3.0, managed=True).changed
+    assert store.accept(report(4, "BUSY", uploads=2), 4.0, managed=True).changed
+    assert not store.accept(report(5, "BUSY", uploads=3), 5.0, managed=True).changed
+
+
+def test_unmanaged_map_is_bounded_oldest_first() -> None:
+    """Reports of ids in no ASG are held in a bounded map that evicts the oldest."""
+    store = ReportStore(max_unmanaged=2)
+    ids = ["i-00000001", "i-00000002", "i-00000003"]
+    for n, instance_id in enumerate(ids):
+        store.accept(report(1, instance_id=instance_id), float(n), managed=False)
+    assert store.unmanaged_count == 2
+    assert store.get(ids[0]) is None and store.get(ids[2]) is not None
+
+
+def test_adopt_moves_held_report_to_managed() -> None:
+    """An id that shows up in an ASG keeps its held report, now safe from eviction."""
+    store = ReportStore(max_unmanaged=1)
+    store.accept(report(1, "BUSY"), 1.0, managed=False)
+    store.adopt([IID])
+    store.accept(report(1, instance_id="i-00000009"), 2.0, managed=False)
+    store.accept(report(1, instance_id="i-0000000a"), 3.0, managed=False)
+    view = store.get(IID)
+    assert view is not None and view.busy is BusyStatus.BUSY
+    assert store.unmanaged_count == 1
+
+
+def test_expire_unmanaged_drops_only_old_reports() -> None:
+    """expire_unmanaged removes held reports received before the cut-off, not managed ones."""
+    store = ReportStore()
+    store.accept(report(1, instance_id="i-00000001"), 1.0, managed=False)
+    store.accept(report(1, instance_id="i-00000002"), 9.0, managed=False)
+    store.accept(report(1, instance_id="i-00000003"), 1.0, managed=True)
+    assert store.expire_unmanaged(older_than=5.0) == 1
+    assert store.get("i-00000001") is None
+    assert store.get("i-00000002") is not None and store.get("i-00000003") is not None
+
+
+def test_release_forgets_managed_instance() -> None:
+    """release drops the reports of instances that left every ASG."""
+    store = ReportStore()
+    store.accept(report(1), 1.0, managed=True)
+    store.release([IID])
+    assert store.get(IID) is None and len(store) == 0
