@@ -1,0 +1,241 @@
+"""The agent daemon: wires Jibri, the reporter, the drain and the fallback together.
+
+`Agent` holds the shared pieces; `agent_tasks` lists the background tasks, each a named
+coroutine run under `agent.tasks.run_until_stopped`. To add a task, append it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from agent.drain import MARKER_NAME, Drainer, DrainMarker
+from agent.fallback import Fallback
+from agent.identity import Identity, IdentityError, resolve_identity
+from agent.jibri import JibriClient, Probe
+from agent.logs import Transitions
+from agent.metrics import AgentMetrics, metrics_app
+from agent.reporter import Reporter
+from agent.settings import Listen, Settings
+from agent.spool import Spool
+from agent.status import Board, LocalState
+from agent.tasks import NamedTask, run_until_stopped
+from agent.webhook import webhook_app
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The agent cannot start; the message says why and what to change."""
+
+
+@dataclass
+class _CountedShutdown:
+    jibri: JibriClient
+    metrics: AgentMetrics
+
+    async def graceful_shutdown(self) -> bool:
+        accepted = await self.jibri.graceful_shutdown()
+        self.metrics.graceful_shutdowns.labels("accepted" if accepted else "failed").inc()
+        return accepted
+
+
+class Agent:
+    """The shared pieces of one agent process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession,
+        identity: Identity,
+        metrics: AgentMetrics,
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self.identity = identity
+        self.metrics = metrics
+        self.board = Board()
+        self.spool = Spool(settings.spool_dir)
+        self.jibri = JibriClient(
+            session,
+            health_url=settings.jibri_health_url,
+            shutdown_url=settings.jibri_shutdown_url,
+            timeout=settings.request_timeout,
+        )
+        self.drainer = Drainer(
+            DrainMarker(settings.state_dir / MARKER_NAME),
+            _CountedShutdown(self.jibri, metrics),
+            resend_interval=settings.drain_resend_interval,
+        )
+        self.reporter = Reporter(
+            session,
+            controller_url=settings.controller_url,
+            token=settings.token,
+            instance_id=identity.instance_id,
+            state=self.local_state,
+            signal=self.board.subscribe(),
+            on_drain=self.request_drain,
+            metrics=metrics,
+            interval=settings.report_interval,
+            timeout=settings.request_timeout,
+        )
+        self.fallback: Fallback | None = None
+        self._spool_log = Transitions(log, f"spool {settings.spool_dir}")
+
+    def pending_uploads(self) -> int:
+        try:
+            count = self.spool.pending_count()
+        except OSError as exc:
+            # Unreadable is not empty: claim one pending so the instance stays protected.
+            self._spool_log.failed("unreadable", f"cannot read ({exc}); reporting 1 pending")
+            return max(self.board.pending_uploads, 1)
+        self._spool_log.ok("readable again")
+        return count
+
+    def local_state(self) -> LocalState:
+        pending = self.pending_uploads()
+        return LocalState(
+            jibri=self.board.jibri,
+            draining=self.drainer.active,
+            drained=self.drainer.drained(self.board.probe, pending),
+            pending_uploads=pending,
+        )
+
+    def observe(self, probe: Probe, *, pushed: bool = False) -> None:
+        self.board.observe(probe, pushed=pushed)
+
+    def request_drain(self) -> None:
+        if self.drainer.request():
+            self.board.notify()
+
+    def status(self) -> dict[str, object]:
+        """What /healthz shows: this instance as the next report would describe it."""
+        state = self.local_state()
+        return {
+            "instanceId": self.identity.instance_id,
+            "bootId": self.reporter.boot_id,
+            "jibri": state.jibri.model_dump(mode="json"),
+            "draining": state.draining,
+            "drained": state.drained,
+            "pendingUploads": state.pending_uploads,
+            "controllerSilentForSeconds": round(self.reporter.silent_for(), 3),
+            "fallbackActive": self.fallback is not None and self.fallback.active,
+        }
+
+    async def poll_jibri(self) -> None:
+        while True:
+            probe = await self.jibri.probe()
+            self.metrics.jibri_probes.labels(probe.outcome.value).inc()
+            self.observe(probe)
+            self.board.set_pending_uploads(self.pending_uploads())
+            await asyncio.sleep(self.settings.poll_interval)
+
+    async def drive_drain(self) -> None:
+        signal = self.board.subscribe()
+        while True:
+            signal.clear()
+            if self.drainer.active and await self.drainer.step(self.board.probe):
+                self.board.notify()
+            self.metrics.draining.set(int(self.drainer.active))
+            await signal.wait(self.settings.poll_interval)
+
+
+def agent_tasks(agent: Agent) -> list[NamedTask]:
+    """The background tasks of one agent; each runs until the agent stops."""
+    tasks = [
+        NamedTask("jibri-poller", agent.poll_jibri),
+        NamedTask("drain", agent.drive_drain),
+        NamedTask("reporter", agent.reporter.run),
+    ]
+    if agent.fallback is not None:
+        tasks.append(NamedTask("fallback", agent.fallback.run))
+    return tasks
+
+
+@asynccontextmanager
+async def _serving(app: web.Application, listen: Listen, what: str) -> AsyncIterator[None]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, listen.host, listen.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot serve {what} on {listen}: {exc.strerror}") from exc
+        log.info("serving %s on %s", what, listen)
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def _prepare_dirs(settings: Settings) -> None:
+    for what, directory in (
+        ("--state-dir", settings.state_dir),
+        ("--spool-dir", settings.spool_dir),
+    ):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe = directory / ".agent-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StartupError(f"{what} {directory}: not writable ({exc.strerror})") from exc
+
+
+async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
+    """Run until `stop` is set (True) or a task fails (False). Raises StartupError."""
+    _prepare_dirs(settings)
+    metrics = AgentMetrics()
+    async with AsyncExitStack() as stack:
+        session = await stack.enter_async_context(aiohttp.ClientSession())
+        try:
+            identity = await resolve_identity(
+                session,
+                instance_id=settings.instance_id,
+                region=settings.region,
+                imds_url=settings.imds_url,
+                need_region=settings.fallback,
+            )
+        except IdentityError as exc:
+            raise StartupError(str(exc)) from exc
+        agent = Agent(settings, session=session, identity=identity, metrics=metrics)
+        if settings.fallback:
+            from agent.aws import open_aws
+
+            aws = await stack.enter_async_context(open_aws(identity.region))
+            agent.fallback = Fallback(
+                aws,
+                instance_id=identity.instance_id,
+                namespace=settings.fallback_namespace,
+                period=settings.fallback_period,
+                after=settings.fallback_after,
+                state=agent.local_state,
+                controller_silent_for=agent.reporter.silent_for,
+                signal=agent.board.subscribe(),
+                metrics=metrics,
+            )
+        await stack.enter_async_context(
+            _serving(metrics_app(metrics, agent.status), settings.metrics_listen, "/metrics")
+        )
+        webhook = webhook_app(lambda probe: agent.observe(probe, pushed=True), metrics)
+        await stack.enter_async_context(
+            _serving(webhook, settings.webhook_listen, "the Jibri webhook")
+        )
+        log.info(
+            "agent started for %s (boot %s), reporting to %s",
+            identity.instance_id,
+            agent.reporter.boot_id,
+            settings.controller_url,
+        )
+        started = time.monotonic()
+        ok = await run_until_stopped(agent_tasks(agent), stop)
+        log.info("agent stopping after %.0f s", time.monotonic() - started)
+        return ok

@@ -1,0 +1,43 @@
+"""A stand-in for the controller's report endpoint, for the agent's unit tests.
+
+It validates each report with the shared wire schema and records it, and answers with what
+the test scripts: a queue of (status, body) replies, then the default `{"drain": drain}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from aiohttp import web
+
+from controller.wire import REPORTS_PATH, Report
+
+
+class FakeController:
+    def __init__(self, token: str = "s3cret") -> None:
+        self.token = token
+        self.reports: list[Report] = []
+        self.arrivals: list[float] = []
+        self.drain = False
+        self.replies: deque[tuple[int, str]] = deque()
+        self.delay = 0.0
+        self.attempts = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post(REPORTS_PATH, self._report)
+        return app
+
+    async def _report(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        await asyncio.sleep(self.delay)
+        if self.replies:
+            status, body = self.replies.popleft()
+            return web.Response(status=status, text=body, content_type="application/json")
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"error": "unauthorized"}, status=401)
+        report = Report.model_validate_json(await request.read())
+        self.reports.append(report)
+        self.arrivals.append(asyncio.get_running_loop().time())
+        return web.json_response({"drain": self.drain})
