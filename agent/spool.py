@@ -15,6 +15,7 @@ a marker takes its directory name as the session and its mtime as the enqueue ti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -166,7 +167,9 @@ class Spool:
     def move_to_failed(self, entry: Path, reason: str, *, now: datetime) -> Path:
         """Atomically move `entry` to failed/, with the reason written inside it first."""
         failure = {"reason": reason, "failedAt": now.astimezone(UTC).isoformat()}
-        write_durably(entry / FAILURE_NAME, json.dumps(failure).encode())
+        # A full disk must not keep the recording out of failed/; the log has the reason too.
+        with contextlib.suppress(OSError):
+            write_durably(entry / FAILURE_NAME, json.dumps(failure).encode())
         target = self.failed / entry.name
         os.rename(entry, target)
         fsync_dir(self.failed)
