@@ -30,6 +30,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.parsers import ResponseParserError
 
 from controller.metrics import Metrics
 from controller.model import AsgInstance, AsgView
@@ -100,7 +101,12 @@ class AwsError(Exception):
         super().__init__(f"{operation}: {kind}: {message}")
 
 
-def classify(exc: ClientError | BotoCoreError) -> str:
+AwsFailure = ClientError | BotoCoreError | ResponseParserError
+"""What botocore raises for a failed call. ResponseParserError (an unparseable answer, such as
+an HTML error page) derives from neither ClientError nor BotoCoreError."""
+
+
+def classify(exc: AwsFailure) -> str:
     """Map a botocore failure to the `kind` used in metrics and conditions."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
@@ -129,7 +135,7 @@ async def instrumented(metrics: Metrics, service: str, operation: str, request: 
     outcome = "success"
     try:
         return await request
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
         outcome = classify(exc)
         raise AwsError(operation, outcome, str(exc)) from exc
     finally:
@@ -322,6 +328,7 @@ class AwsClients:
         self, metrics: Metrics, settings: AwsSettings, *, session: AioSession | None = None
     ) -> None:
         self._metrics = metrics
+        metrics.add_aws_operations(AioAutoScaling.SERVICE, AUTOSCALING_OPERATIONS)
         self._session = session if session is not None else get_session()
         self._config = AioConfig(
             retries={"mode": "standard", "max_attempts": settings.max_attempts},

@@ -53,7 +53,7 @@ def event(
     name: str,
     *,
     level: int = logging.INFO,
-    exc_info: bool = False,
+    exc_info: BaseException | bool = False,
     **fields: Any,
 ) -> None:
     """Log `name` with structured `fields` (merged into the JSON line)."""

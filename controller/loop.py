@@ -106,6 +106,11 @@ class PoolRunner:
     def name(self) -> str:
         return self.pool.name
 
+    @property
+    def triggered_at(self) -> float | None:
+        """Receive time of the earliest report waiting for a pass, if any."""
+        return self._triggered_at
+
     def start(self) -> None:
         self.task = guarded_task(
             self.run(), name=f"reconcile:{self.name}", may_end=lambda: self._stopping
@@ -129,16 +134,21 @@ class PoolRunner:
 
     async def run(self) -> None:
         while not self._stopping:
-            try:
-                delay = await self.reconcile_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failed(exc)
-                await self._sleep(self._controller.backoff_delay(self.failures), self._kick)
-            else:
-                self._succeeded()
-                await self._sleep(delay, self._wake)
+            delay = await self.step()
+            # Reports must not cut a backoff short; a spec change may.
+            await self._sleep(delay, self._wake if self.failures == 0 else self._kick)
+
+    async def step(self) -> float:
+        """One pass with its bookkeeping; return the seconds to wait before the next one."""
+        try:
+            delay = await self.reconcile_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(exc)
+            return self._controller.backoff_delay(self.failures)
+        self._succeeded()
+        return delay
 
     async def _sleep(self, delay: float, interrupt: asyncio.Event) -> None:
         if self._stopping:
@@ -204,7 +214,7 @@ class PoolRunner:
                     step=step_name,
                     kind=kind,
                     error=str(exc) or repr(exc),
-                    exc_info=kind == "internal",
+                    exc_info=exc if kind == "internal" else False,
                 )
             else:
                 self.step_errors.pop(step_name, None)
@@ -231,7 +241,7 @@ class PoolRunner:
             kind=kind,
             error=self.last_error,
             failures=self.failures,
-            exc_info=kind == "internal",
+            exc_info=exc if kind == "internal" else False,
         )
 
 
