@@ -31,5 +31,9 @@ e2e: $(STAMP)
 test: lint typecheck $(STAMP)
 	$(BIN)/pytest -q
 
+# One simulated day of demand under each autoscaling policy: table, out/sim.json, out/sim.png.
+sim: $(STAMP)
+	$(BIN)/python -m bench.sim $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

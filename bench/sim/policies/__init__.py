@@ -1,0 +1,1 @@
+"""The autoscaling policies under comparison, each driving the same simulated `Fleet`."""
