@@ -5,7 +5,7 @@ that AWS accepts (moto enforces none of these limits, so they are enforced here)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote
@@ -140,7 +140,3 @@ def batches(
     if current:
         requests.append(tuple(current))
     return requests
-
-
-def dimensions_of(datum: Datum) -> Sequence[Mapping[str, str]]:
-    return [{"Name": name, "Value": value} for name, value in datum.dimensions]
