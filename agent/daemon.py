@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +28,8 @@ from agent.settings import Listen, Settings
 from agent.spool import Spool
 from agent.status import Board, LocalState
 from agent.tasks import NamedTask, run_until_stopped
+from agent.upload_metrics import UploadMetrics
+from agent.uploader import Uploader
 from agent.webhook import webhook_app
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,7 @@ class Agent:
             timeout=settings.request_timeout,
         )
         self.fallback: Fallback | None = None
+        self.uploader: Uploader | None = None
         self._spool_log = Transitions(log, f"spool {settings.spool_dir}")
 
     def pending_uploads(self) -> int:
@@ -157,6 +161,8 @@ def agent_tasks(agent: Agent) -> list[NamedTask]:
     ]
     if agent.fallback is not None:
         tasks.append(NamedTask("fallback", agent.fallback.run))
+    if agent.uploader is not None:
+        tasks.append(NamedTask("uploader", agent.uploader.run))
     return tasks
 
 
@@ -202,7 +208,7 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
                 instance_id=settings.instance_id,
                 region=settings.region,
                 imds_url=settings.imds_url,
-                need_region=settings.fallback,
+                need_region=settings.fallback or settings.upload_bucket is not None,
             )
         except IdentityError as exc:
             raise StartupError(str(exc)) from exc
@@ -221,6 +227,27 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
                 controller_silent_for=agent.reporter.silent_for,
                 signal=agent.board.subscribe(),
                 metrics=metrics,
+            )
+        upload = settings.upload_config()
+        if upload is None:
+            log.warning("no --upload-bucket: recordings stay in the spool, and count as pending")
+        else:
+            from agent.s3client import open_s3
+
+            s3 = await stack.enter_async_context(
+                open_s3(
+                    upload.bucket,
+                    upload.checksum_algorithm,
+                    concurrency=upload.concurrency,
+                    region=identity.region,
+                )
+            )
+            agent.uploader = Uploader(
+                spool=agent.spool,
+                s3=s3,
+                config=upload,
+                metrics=UploadMetrics(metrics.registry, agent.spool, lambda: datetime.now(UTC)),
+                instance_id=identity.instance_id,
             )
         await stack.enter_async_context(
             _serving(metrics_app(metrics, agent.status), settings.metrics_listen, "/metrics")

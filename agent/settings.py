@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from agent.checksums import ChecksumAlgorithm
 from agent.logs import LogFormat
+from agent.s3keys import DEFAULT_KEY_TEMPLATE
+from agent.upload_config import UploadConfig, bucket_name, concurrency, key_template, part_size
 from controller.config import parse_duration
 from controller.wire import INSTANCE_ID_RE, TOKEN_ENV
 
@@ -60,6 +63,26 @@ class Settings:
     fallback_after: float
     log_level: str
     log_format: LogFormat
+    upload_bucket: str | None = None
+    """S3 bucket for recordings; None: no uploader runs and recordings stay in the spool."""
+    upload_prefix: str = "recordings"
+    upload_key_template: str = DEFAULT_KEY_TEMPLATE
+    upload_part_size: int = 16 << 20
+    upload_concurrency: int = 4
+    upload_checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.SHA256
+
+    def upload_config(self) -> UploadConfig | None:
+        """The uploader's settings, or None when uploads are off (no bucket)."""
+        if self.upload_bucket is None:
+            return None
+        return UploadConfig(
+            bucket=self.upload_bucket,
+            prefix=self.upload_prefix,
+            key_template=self.upload_key_template,
+            part_size=self.upload_part_size,
+            concurrency=self.upload_concurrency,
+            checksum_algorithm=self.upload_checksum_algorithm,
+        )
 
 
 @dataclass(frozen=True)
@@ -204,6 +227,30 @@ OPTIONS: Final = (
         _seconds,
         "guard protection once the controller accepted no report for this long",
         metavar="DUR",
+    ),
+    _opt(
+        "upload_bucket",
+        None,
+        bucket_name,
+        "S3 bucket for recordings (none: no uploads, recordings stay in the spool)",
+        metavar="BUCKET",
+    ),
+    _opt("upload_prefix", "recordings", str, "{prefix} of the object keys", metavar="PREFIX"),
+    _opt(
+        "upload_key_template",
+        DEFAULT_KEY_TEMPLATE,
+        key_template,
+        "object key of each recording file",
+        metavar="TEMPLATE",
+    ),
+    _opt("upload_part_size", "16MiB", part_size, "multipart part size (min 5MiB)", metavar="SIZE"),
+    _opt("upload_concurrency", "4", concurrency, "parts uploaded at once", metavar="N"),
+    _opt(
+        "upload_checksum_algorithm",
+        "SHA256",
+        lambda v: ChecksumAlgorithm(v.upper()),
+        "S3 checksum of every part and object: SHA256 or CRC32C",
+        metavar="ALGO",
     ),
     _opt(
         "log_level",

@@ -14,6 +14,7 @@ MIN_PART_SIZE: Final = 5 * MiB
 MAX_PART_SIZE: Final = 5 * 1024 * MiB
 MAX_PARTS: Final = 10_000
 _BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_SIZE_RE: Final = re.compile(r"^(\d+)\s*(|k|ki|kib|m|mi|mib|g|gi|gib)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,7 @@ class UploadConfig:
     """Uploads of one file whose object fails verification before the recording is failed."""
 
     def __post_init__(self) -> None:
-        if not _BUCKET_RE.match(self.bucket):
-            raise ValueError(f"bucket {self.bucket!r} is not a valid S3 bucket name")
+        bucket_name(self.bucket)
         if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
             raise ValueError(
                 f"part size {self.part_size} must be between 5 MiB ({MIN_PART_SIZE}) "
@@ -64,3 +64,39 @@ class UploadConfig:
         """The configured part size, raised (in whole MiB) where a file would need > 10000 parts."""
         needed = -(-size // MAX_PARTS)
         return max(self.part_size, -(-needed // MiB) * MiB)
+
+
+# Parsers of single settings, each raising ValueError with the reason.
+
+
+def bucket_name(value: str) -> str:
+    if not _BUCKET_RE.match(value):
+        raise ValueError(f"{value!r} is not a valid S3 bucket name")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `16777216`, `16MiB`, `16M` (binary units)."""
+    match = _SIZE_RE.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size such as 16MiB")
+    unit = match[2].lower()[:1]
+    return int(match[1]) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+
+
+def part_size(value: str) -> int:
+    size = parse_size(value)
+    if not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
+        raise ValueError(f"{value!r} must be between 5MiB and 5GiB")
+    return size
+
+
+def concurrency(value: str) -> int:
+    if not value.strip().isdigit() or not 1 <= int(value) <= 64:
+        raise ValueError(f"{value!r} is not a whole number from 1 to 64")
+    return int(value)
+
+
+def key_template(value: str) -> str:
+    KeyTemplate(value, "prefix", instance="i-validation")
+    return value

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -26,21 +25,11 @@ from agent.finalize import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from agent.s3client import open_s3
 from agent.s3keys import DEFAULT_KEY_TEMPLATE, KeyTemplateError
 from agent.spool import Spool
-from agent.upload_config import UploadConfig
+from agent.upload_config import UploadConfig, part_size
 from agent.upload_metrics import UploadMetrics
 from agent.uploader import Uploader
 
 log = logging.getLogger("agent.upload")
-_SIZE_RE = re.compile(r"^(\d+)\s*(|k|ki|kib|m|mi|mib|g|gi|gib)$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """Bytes from `16777216`, `16MiB`, `16M` (binary units)."""
-    match = _SIZE_RE.match(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 16MiB")
-    unit = match[2].lower()[:1]
-    return int(match[1]) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", required=True)
     p.add_argument("--prefix", default="recordings")
     p.add_argument("--key-template", default=DEFAULT_KEY_TEMPLATE)
-    p.add_argument("--part-size", type=parse_size, default=16 << 20)
+    p.add_argument("--part-size", type=part_size, default=16 << 20)
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument(
         "--checksum-algorithm",

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from agent.checksums import ChecksumAlgorithm, checksum, composite, same_checksum
 from agent.s3client import NoSuchUploadError, PermanentS3Error, TransientS3Error, classify
 from agent.s3keys import KeyTemplate, KeyTemplateError, key_segment, metadata_value
+from agent.settings import Settings, SettingsError, load_settings
 from agent.spool import FAILURE_NAME, MARKER_NAME, EntryInfo, Spool, entry_name
 from agent.upload_config import MiB, UploadConfig
 from agent.upload_metrics import UploadMetrics
@@ -473,3 +474,57 @@ def test_spool_gauges(rig: Rig) -> None:
     assert rig.metric("jibri_agent_spool_recordings") == 1
     assert rig.metric("jibri_agent_spool_oldest_age_seconds") == 60
     assert rig.metric("jibri_agent_spool_failed_recordings") == 0
+
+
+# ---- the agent's settings -------------------------------------------------------------------
+
+
+def _agent_settings(**given: str) -> Settings:
+    return load_settings(
+        {"controller_url": "http://127.0.0.1:1", **given}, {"JIBRI_AUTOSCALER_TOKEN": "t"}
+    )
+
+
+def test_uploads_are_off_without_a_bucket() -> None:
+    """Without --upload-bucket the agent runs no uploader."""
+    assert _agent_settings().upload_config() is None
+
+
+def test_upload_settings_reach_the_uploader() -> None:
+    """Every upload flag ends up in the uploader's settings."""
+    config = _agent_settings(
+        upload_bucket="recs",
+        upload_prefix="p",
+        upload_key_template="{prefix}/{instance}/{session}/{file}",
+        upload_part_size="8MiB",
+        upload_concurrency="2",
+        upload_checksum_algorithm="crc32c",
+    ).upload_config()
+    assert config == UploadConfig(
+        bucket="recs",
+        prefix="p",
+        key_template="{prefix}/{instance}/{session}/{file}",
+        part_size=8 * MiB,
+        concurrency=2,
+        checksum_algorithm=ChecksumAlgorithm.CRC32C,
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        pytest.param({"upload_bucket": "Bad_Bucket"}, "--upload-bucket", id="bucket"),
+        pytest.param({"upload_part_size": "1MiB"}, "between 5MiB and 5GiB", id="part-size"),
+        pytest.param({"upload_part_size": "lots"}, "not a size", id="part-size-syntax"),
+        pytest.param({"upload_concurrency": "0"}, "from 1 to 64", id="concurrency"),
+        pytest.param({"upload_key_template": "{file}"}, "must contain", id="template"),
+        pytest.param(
+            {"upload_checksum_algorithm": "md5"}, "--upload-checksum-algorithm", id="algo"
+        ),
+    ],
+)
+def test_bad_upload_flags_are_refused(given: dict[str, str], message: str) -> None:
+    """A bad upload flag fails the agent's start, naming the flag and the reason."""
+    with pytest.raises(SettingsError) as caught:
+        _agent_settings(**given)
+    assert message in str(caught.value)
