@@ -20,7 +20,9 @@ from pathlib import Path
 from controller import logs
 from controller.actuator import Actuator
 from controller.aws import AwsClients, AwsSettings
+from controller.cloudwatch import CloudWatchSync
 from controller.config import ConfigError, DesiredState, load_desired_state
+from controller.cw_aws import CloudWatchClients
 from controller.logs import event
 from controller.loop import Controller, guarded_task
 from controller.metrics import Metrics
@@ -126,6 +128,10 @@ async def serve(options: RunOptions, state: DesiredState, loaded: str) -> None:
     metrics = Metrics()
     clients = AwsClients(metrics, options.aws)
     clock = time.monotonic
+    cloud_watch_clients = CloudWatchClients(clients, metrics, options.aws)
+    cloud_watch = CloudWatchSync(
+        apis=cloud_watch_clients, metrics=metrics, dry_run=options.dry_run, clock=clock
+    )
     controller = Controller(
         state=state,
         store=ReportStore(),
@@ -133,8 +139,14 @@ async def serve(options: RunOptions, state: DesiredState, loaded: str) -> None:
         autoscaling=clients.autoscaling,
         actuator=Actuator(metrics=metrics, clock=clock, dry_run=options.dry_run),
         clock=clock,
+        extra_steps=[cloud_watch],
     )
-    watcher = ConfigWatcher(options.config, loaded=loaded, apply=controller.apply, metrics=metrics)
+
+    async def apply(new: DesiredState) -> None:
+        await controller.apply(new)
+        await cloud_watch.retain([pool.name for pool in new.pools])
+
+    watcher = ConfigWatcher(options.config, loaded=loaded, apply=apply, metrics=metrics)
     server = Server(
         make_app(
             ServerContext(
@@ -174,6 +186,8 @@ async def serve(options: RunOptions, state: DesiredState, loaded: str) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await reload_task
         await controller.stop()
+        await cloud_watch.close()
+        await cloud_watch_clients.close()
         await clients.close()
         await server.close()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -203,7 +203,7 @@ class CloudWatchSync:
             step=step,
             kind=kind,
             error=message,
-            exc_info=kind == "internal",
+            exc_info=exc if kind == "internal" else False,
         )
 
     async def _publish(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from controller.cloudwatch import CloudWatchSync
 from controller.loop import Controller, PoolRunner
 from controller.model import Condition, InstanceState
 
@@ -115,7 +116,16 @@ def pool_status(runner: PoolRunner, controller: Controller, now: float) -> dict[
         if runner.last_success_at is None
         else round(now - runner.last_success_at, 3),
         "consecutiveFailures": runner.failures,
+        "cloudWatch": _cloud_watch(controller, runner.name),
     }
+
+
+def _cloud_watch(controller: Controller, pool: str) -> dict[str, Any] | None:
+    """Managed alarms with their state as last read, the fallback policy, publishing."""
+    for step in controller.extra_steps:
+        if isinstance(step, CloudWatchSync):
+            return step.pool_status(pool)
+    return None
 
 
 def status(controller: Controller, now: float, *, dry_run: bool) -> dict[str, Any]:
@@ -177,6 +187,19 @@ def render(document: Mapping[str, Any]) -> str:
                 table(
                     ["INSTANCE", "STATE", "PROTECTED", "REPORT-AGE", "DRAIN", "DETAIL"],
                     [_instance_row(i) for i in pool["instances"]],
+                )
+            )
+        alarms = (pool.get("cloudWatch") or {}).get("alarms") or []
+        if alarms:
+            out.append("")
+            out.append(f"{pool['name']}: alarms")
+            out.append(
+                table(
+                    ["ALARM", "ROLE", "STATE", "SINCE", "CORRECTED"],
+                    [
+                        [a["name"], a["role"], a["state"], a["updatedAt"], ",".join(a["corrected"])]
+                        for a in alarms
+                    ],
                 )
             )
     if document.get("dryRun"):
