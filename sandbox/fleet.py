@@ -1,0 +1,373 @@
+"""The simulated VMs: for every instance the ASG launches, a fake Jibri and a real agent.
+
+`Fleet.sync()` reads the ASGs and makes the simulation follow them. A new instance "boots" for a
+drawn delay (moto puts instances InService at once; real ones take a minute or more), then its
+Jibri starts in this process and its agent as a child process, pointed at each other. When the
+instance leaves the group (gone, or Terminating*), both stop, as they would with the VM; if its
+Jibri was still recording, that is a busy instance terminated, the one thing that must never
+happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.config import DesiredState
+from sandbox.emulator import Emulator, GroupInstance, describe_group
+from sandbox.fake_jibri import FakeJibri, NotIdle
+from sandbox.ledger import BusyTermination, Ledger
+from sandbox.procs import Child, spawn
+from sandbox.view import SimInstance
+
+log = logging.getLogger(__name__)
+
+_LEAVING = ("Terminating", "Terminated", "Detach", "Standby", "EnteredStandby")
+
+
+@dataclass(frozen=True)
+class BootDelay:
+    """Seconds from launch until an instance's Jibri and agent start: mean ± jitter."""
+
+    mean: float = 8.0
+    jitter: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.mean < 0 or self.jitter < 0:
+            raise ValueError("boot delay and its jitter must not be negative")
+
+    def draw(self, rng: random.Random) -> float:
+        return max(0.0, rng.uniform(self.mean - self.jitter, self.mean + self.jitter))
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """How every agent is started; the per-instance parts come from the node."""
+
+    controller_url: str
+    bucket: str
+    region: str
+    report_interval: float = 2.0
+    poll_interval: float = 1.0
+    extra_args: tuple[str, ...] = ()
+
+    def argv(self, node: Node, jibri: FakeJibri, webhook_port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "agent",
+            "run",
+            "--controller",
+            self.controller_url,
+            "--instance-id",
+            node.instance_id,
+            "--region",
+            self.region,
+            "--jibri-health-url",
+            jibri.health_url,
+            "--jibri-shutdown-url",
+            jibri.shutdown_url,
+            "--webhook-listen",
+            f"127.0.0.1:{webhook_port}",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--report-interval",
+            f"{self.report_interval}s",
+            "--poll-interval",
+            f"{self.poll_interval}s",
+            "--state-dir",
+            str(node.directory / "state"),
+            "--spool-dir",
+            str(node.spool_dir),
+            "--upload-bucket",
+            self.bucket,
+            *self.extra_args,
+        ]
+
+
+# Jibri runs its finalize script with its own output; here that would be the live view's
+# terminal, so the script's output goes to the instance's log instead.
+_FINALIZE_SCRIPT = 'log=$1; export JIBRI_AGENT_SPOOL_DIR="$2"; shift 2; exec "$@" >>"$log" 2>&1'
+
+
+def finalize_command(node: Node) -> list[str]:
+    """Jibri's finalize script on `node`: the real `agent finalize`, into the node's spool."""
+    return [
+        "/bin/sh",
+        "-c",
+        _FINALIZE_SCRIPT,
+        "finalize",
+        str(node.directory / "finalize.log"),
+        str(node.spool_dir),
+        sys.executable,
+        "-m",
+        "agent",
+        "finalize",
+    ]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Node:
+    """One simulated VM."""
+
+    def __init__(self, instance_id: str, pool: str, directory: Path, boot_at: float) -> None:
+        self.instance_id = instance_id
+        self.pool = pool
+        self.directory = directory
+        self.boot_at = boot_at
+        self.jibri: FakeJibri | None = None
+        self.agent: Child | None = None
+        self.stopped = False
+        self.recordings = 0
+        self.session: str | None = None
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.directory / "spool"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.directory / "recordings"
+
+    @property
+    def phase(self) -> str:
+        if self.stopped:
+            return "stopped"
+        return "running" if self.jibri is not None else "booting"
+
+    @property
+    def jibri_state(self) -> str:
+        jibri = self.jibri
+        if jibri is None:
+            return "-"
+        if jibri.exited.is_set():
+            return "shut down"
+        if jibri.shutdown_requested:
+            return f"{jibri.busy_status.lower()}, shutting down"
+        return jibri.busy_status.lower() if jibri.healthy else "unhealthy"
+
+    @property
+    def recording(self) -> bool:
+        """Jibri is busy with a recording, its finalize included."""
+        return self.jibri is not None and self.jibri.busy_status == "BUSY"
+
+    def available(self) -> bool:
+        """Would take a recording now, as jicofo would see it."""
+        jibri = self.jibri
+        return (
+            not self.stopped
+            and jibri is not None
+            and not jibri.exited.is_set()
+            and not jibri.shutdown_requested
+            and jibri.healthy
+            and jibri.busy_status == "IDLE"
+        )
+
+    def view(self) -> SimInstance:
+        return SimInstance(self.instance_id, self.phase, self.jibri_state, self.recordings)
+
+
+class Fleet:
+    def __init__(
+        self,
+        *,
+        emulator: Emulator,
+        state: DesiredState,
+        work_dir: Path,
+        agents: AgentSettings,
+        env: Mapping[str, str],
+        boot_delay: BootDelay,
+        rng: random.Random,
+        ledger: Ledger,
+        clock: Callable[[], float],
+        on_problem: Callable[[str], None],
+    ) -> None:
+        self._emulator = emulator
+        self._state = state
+        self._work_dir = work_dir
+        self._agents = agents
+        self._env = dict(env)
+        self._boot_delay = boot_delay
+        self._rng = rng
+        self._ledger = ledger
+        self._clock = clock
+        self._on_problem = on_problem
+        self.nodes: dict[str, Node] = {}
+        self._last_sync: float | None = None
+        self._stopping = False
+
+    def live(self) -> list[Node]:
+        return [n for n in self.nodes.values() if not n.stopped]
+
+    def available(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.available()]
+
+    def views(self) -> tuple[SimInstance, ...]:
+        return tuple(n.view() for n in sorted(self.live(), key=lambda n: n.instance_id))
+
+    async def _describe(self) -> dict[str, tuple[str, GroupInstance]]:
+        seen: dict[str, tuple[str, GroupInstance]] = {}
+        for pool in self._state.pools:
+            _, instances = await asyncio.to_thread(describe_group, self._emulator, pool)
+            seen.update((i.instance_id, (pool.name, i)) for i in instances)
+        return seen
+
+    async def sync(self) -> None:
+        """Follow the ASGs once: boot new instances, start booted ones, stop departed ones."""
+        seen = await self._describe()
+        now = self._clock()
+        in_group = {
+            iid for iid, (_, i) in seen.items() if not i.lifecycle_state.startswith(_LEAVING)
+        }
+        if self._last_sync is not None:
+            self._ledger.tick(len(in_group), now - self._last_sync)
+        self._last_sync = now
+        for iid in in_group - self.nodes.keys():
+            pool, _ = seen[iid]
+            boot_at = now + self._boot_delay.draw(self._rng)
+            self.nodes[iid] = Node(iid, pool, self._work_dir / "instances" / iid, boot_at)
+            log.info("instance %s launched in pool %s; boots in %.1f s", iid, pool, boot_at - now)
+        for node in list(self.live()):
+            if node.instance_id not in in_group:
+                lifecycle = (
+                    seen[node.instance_id][1].lifecycle_state
+                    if node.instance_id in seen
+                    else "gone"
+                )
+                await self._terminated(node, lifecycle, now)
+            elif node.jibri is None and now >= node.boot_at and not self._stopping:
+                await self._boot(node)
+            elif node.agent is not None and node.agent.returncode is not None:
+                self._on_problem(
+                    f"agent of {node.instance_id} exited with code {node.agent.returncode} "
+                    f"(see {node.agent.log_path})"
+                )
+                await node.agent.stop()
+                node.agent = None
+
+    async def _boot(self, node: Node) -> None:
+        node.spool_dir.mkdir(parents=True, exist_ok=True)
+        node.recordings_dir.mkdir(parents=True, exist_ok=True)
+        webhook_port = free_port()
+        jibri = FakeJibri(
+            jibri_id=node.instance_id,
+            subscribers=[f"http://127.0.0.1:{webhook_port}"],
+            finalize_command=finalize_command(node),
+            recordings_dir=node.recordings_dir,
+        )
+        await jibri.start()
+        node.jibri = jibri
+        node.agent = await spawn(
+            f"agent {node.instance_id}",
+            self._agents.argv(node, jibri, webhook_port),
+            env=self._env,
+            log_path=node.directory / "agent.log",
+        )
+        log.info(
+            "instance %s booted: jibri %s, agent pid %s",
+            node.instance_id,
+            jibri.base_url,
+            node.agent.pid,
+        )
+
+    async def _terminated(self, node: Node, lifecycle: str, now: float) -> None:
+        if node.recording and node.session is not None:
+            termination = BusyTermination(
+                at=now,
+                instance_id=node.instance_id,
+                sessions=(node.session,),
+                lifecycle_state=lifecycle,
+            )
+            self._ledger.interrupt(termination)
+            log.error(
+                "instance %s left the group (%s) while recording %s",
+                node.instance_id,
+                lifecycle,
+                node.session,
+            )
+        else:
+            log.info("instance %s left the group (%s)", node.instance_id, lifecycle)
+        await self._stop_node(node)
+
+    async def _stop_node(self, node: Node) -> None:
+        node.stopped = True
+        if node.agent is not None:
+            await node.agent.stop()
+        if node.jibri is not None:
+            await node.jibri.close()
+
+    async def start_recording(self, node: Node, session: str) -> bool:
+        """Start `session` on `node`'s Jibri; False if it was no longer idle."""
+        if node.jibri is None:
+            return False
+        try:
+            await node.jibri.start_recording(session)
+        except NotIdle:
+            return False
+        node.session = session
+        node.recordings += 1
+        return True
+
+    async def stop_recording(self, node: Node, session: str) -> bool | None:
+        """End `session`: Jibri finalizes (hands it to the spool) and goes idle.
+
+        True when the recording left Jibri's directory for the spool, False when finalize
+        failed and left it behind, None when the instance was gone before it ended.
+        """
+        jibri = node.jibri
+        if node.stopped or jibri is None or node.session != session or jibri.recording is None:
+            return None
+        await jibri.stop_recording()
+        node.session = None
+        return not (node.recordings_dir / session).exists()
+
+    async def close(self) -> None:
+        """Stop every node: agents first (in parallel), then the Jibris."""
+        self._stopping = True
+        live = self.live()
+        for node in live:
+            node.stopped = True
+        await asyncio.gather(
+            *(n.agent.stop() for n in live if n.agent is not None), return_exceptions=True
+        )
+        for node in live:
+            if node.jibri is not None:
+                with contextlib.suppress(Exception):
+                    await node.jibri.close()
+
+    def kill_now(self) -> None:
+        for node in self.nodes.values():
+            if node.agent is not None:
+                node.agent.kill_now()
+
+
+def session_sequence(prefix: str = "rec") -> Callable[[], str]:
+    counter = 0
+
+    def next_session() -> str:
+        nonlocal counter
+        counter += 1
+        return f"{prefix}-{counter:04d}"
+
+    return next_session
+
+
+def pick(nodes: Sequence[Node], rng: random.Random) -> list[Node]:
+    """Idle Jibris in the order jicofo would try them (random, as its selection is)."""
+    order = list(nodes)
+    rng.shuffle(order)
+    return order
