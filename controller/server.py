@@ -145,7 +145,14 @@ class Server:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        event(log, "listening", addresses=[str(a) for a in self._runner.addresses])
+        event(log, "listening", addresses=[_address(a) for a in self._runner.addresses])
 
     async def close(self) -> None:
         await self._runner.cleanup()
+
+
+def _address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
