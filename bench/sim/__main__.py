@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from bench.sim.demand import DayShape, TraceError, load_trace, peak_concurrency, synthetic_day
 from bench.sim.fleet import WorldSettings
 from bench.sim.report import as_json, plot, table
@@ -76,7 +78,14 @@ def _spec(args: argparse.Namespace, peak: int) -> tuple[PoolSpec, str | None]:
             update={"capacity": spec.capacity.model_copy(update={"max": wanted})}
         )
     # Re-validate the edited spec so an override cannot slip past the config's rules.
-    return PoolSpec.model_validate(spec.model_dump()), note
+    try:
+        return PoolSpec.model_validate(spec.model_dump()), note
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ValueError(f"the overrides make an invalid pool: {problems}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
