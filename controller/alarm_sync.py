@@ -67,6 +67,8 @@ class AlarmMemory:
     """Prefixed alarms without the pool tag, already logged once."""
     alarms: tuple[AlarmStatus, ...] = ()
     policy_arn: str | None = None
+    policy_gone: bool = False
+    """The fallback policy is known not to exist (checked since fallback was last wanted)."""
 
 
 class AlarmSync:
@@ -89,6 +91,7 @@ class AlarmSync:
         fallback_name = cw_names.alarm_name(pool.name, cw_names.FALLBACK_ALARM)
         memory.policy_arn = None
         if fallback is not None:
+            memory.policy_gone = False
             try:
                 memory.policy_arn = await self._ensure_policy(pool, fallback, policies)
             except AwsError as exc:
@@ -119,9 +122,9 @@ class AlarmSync:
                 await self._adopt(pool, memory, cloudwatch, alarm.name, arns, tags)
         deleted = await self._retire(pool, memory, cloudwatch, changes.retire, arns)
 
-        if fallback is None:
+        if fallback is None and not memory.policy_gone:
             try:
-                await self._drop_policy(pool, policies)
+                memory.policy_gone = await self._drop_policy(pool, policies)
             except AwsError as exc:
                 report("fallback-scaling", exc)
             else:
@@ -237,14 +240,17 @@ class AlarmSync:
             raise AwsError("DescribePolicies", "not-found", f"policy {policy.name} is missing")
         return str(written["PolicyARN"])
 
-    async def _drop_policy(self, pool: JibriPool, policies: ScalingPolicyApi) -> None:
+    async def _drop_policy(self, pool: JibriPool, policies: ScalingPolicyApi) -> bool:
+        """Delete a fallback policy left from an earlier spec; return whether none is left."""
         group = pool.spec.autoScalingGroupName
         if await policies.describe_policy(group, cw_names.FALLBACK_POLICY) is None:
-            return
+            return True
         self._changes.labels(pool.name, "policy", "delete").inc()
         event(log, "policy delete", pool=pool.name, group=group, dry_run=self._dry_run)
-        if not self._dry_run:
-            await policies.delete_policy(group, cw_names.FALLBACK_POLICY)
+        if self._dry_run:
+            return False
+        await policies.delete_policy(group, cw_names.FALLBACK_POLICY)
+        return True
 
 
 def _statuses(

@@ -14,6 +14,7 @@ from controller.config import JibriPool, parse_desired_state
 from controller.cw_aws import CloudWatchApi, ScalingPolicyApi
 from controller.metrics import Metrics
 from controller.model import AsgView, InstanceState, InstanceView, Observed, Plan
+from controller.status import render
 from tests.support.fake_cloudwatch import FakeCloudWatch, FakePolicies
 
 PREFIX = "jibri-autoscaler/recorders/"
@@ -367,3 +368,50 @@ async def test_alarm_failures_are_reported_and_retried(operation: str) -> None:
     assert sorted(rig.cloudwatch.alarms) == [PREFIX + "few-free"]
     status = rig.sync.pool_status("recorders")
     assert status is not None and status["errors"] == {}
+
+
+async def test_a_pool_without_fallback_checks_for_a_leftover_policy_once() -> None:
+    """Without fallbackScaling, a leftover policy is looked for once, not on every sync."""
+    rig = Rig()
+    pool = _pool()
+    for _ in range(3):
+        await rig.round(pool)
+        rig.now += 15
+    assert rig.policies.calls == ["DescribePolicies"]
+
+
+def test_status_table_lists_alarms() -> None:
+    """`controller status` prints each managed alarm with its role, state and corrections."""
+    document = {
+        "pools": [
+            {
+                "name": "recorders",
+                "autoScalingGroup": {"name": "jibri-recorders"},
+                "spec": {"targetFree": 2},
+                "counts": {},
+                "conditions": [],
+                "instances": [],
+                "cloudWatch": {
+                    "alarms": [
+                        {
+                            "name": PREFIX + "few-free",
+                            "role": "declared",
+                            "state": "ALARM",
+                            "updatedAt": "2026-01-01T00:00:00+00:00",
+                            "corrected": ["threshold", "period"],
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    lines = render(document).splitlines()
+    header = lines.index("recorders: alarms")
+    assert lines[header + 1].split() == ["ALARM", "ROLE", "STATE", "SINCE", "CORRECTED"]
+    assert lines[header + 2].split() == [
+        PREFIX + "few-free",
+        "declared",
+        "ALARM",
+        "2026-01-01T00:00:00+00:00",
+        "threshold,period",
+    ]
