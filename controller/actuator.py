@@ -110,11 +110,12 @@ class Actuator:
                 self._count(pool, action)
                 event(log, "action", pool=pool, outcome="planned", dry_run=True, **fields)
                 continue
-            if latency_pending and not isinstance(action, Drain) and triggered_at is not None:
-                latency = max(0.0, self._clock() - triggered_at)
-                self._metrics.decision_latency_seconds.labels(pool).observe(latency)
-                fields["decision_latency_seconds"] = round(latency, 6)
-                latency_pending = False
+            if triggered_at is not None and not isinstance(action, Drain):
+                since_report = max(0.0, self._clock() - triggered_at)
+                fields["since_report_seconds"] = round(since_report, 6)
+                if latency_pending:
+                    self._metrics.decision_latency_seconds.labels(pool).observe(since_report)
+                    latency_pending = False
             try:
                 await self._apply(action, group, autoscaling, memory, now)
             except AwsError as exc:

@@ -95,6 +95,12 @@ async def post_report(request: web.Request) -> web.Response:
     if runner is None:
         outcome = "unmanaged" if accepted.outcome is Outcome.ACCEPTED else accepted.outcome.value
         metrics.agent_reports_total.labels(outcome).inc()
+        if accepted.changed:
+            # Likely a new instance of some pool: a pass adopts it (and protects it if it is
+            # already busy) now rather than at the next resync. Repeats of an unchanged held
+            # report do not trigger, so stray agents cannot keep the pools busy.
+            for candidate in controller.pools.values():
+                candidate.trigger(received_at)
         return web.json_response({"drain": False}, status=202)
     metrics.agent_reports_total.labels(accepted.outcome.value).inc()
     if accepted.changed:

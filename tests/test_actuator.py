@@ -220,9 +220,10 @@ async def test_scale_in_is_skipped_after_a_failure(aws: tuple[FakeAutoScaling, l
 
 
 async def test_decision_latency_measured_to_first_aws_call(
-    aws: tuple[FakeAutoScaling, list[str]],
+    aws: tuple[FakeAutoScaling, list[str]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """decision_latency_seconds observes report receipt → first AWS call, once per pass."""
+    """decision_latency_seconds observes report receipt → first AWS call, once per pass; each
+    AWS action's log line says how long after the report it was issued."""
     fake, ids = aws
     metrics = Metrics()
     clock = ManualClock(100.25)
@@ -232,7 +233,10 @@ async def test_decision_latency_measured_to_first_aws_call(
         SetDesiredCapacity(6, 4, Reason.BELOW_TARGET_FREE),
     )
     actuator = Actuator(metrics=metrics, clock=clock, dry_run=False)
+    caplog.set_level(logging.INFO, "controller.actuator")
     await execute(actuator, fake, plan, PoolMemory(started_at=0.0), triggered_at=100.0)
+    lines = [r.fields for r in caplog.records if r.getMessage() == "action"]  # type: ignore[attr-defined]
+    assert [line.get("since_report_seconds") for line in lines] == [None, 0.25, 0.25]
     await execute(actuator, fake, plan, PoolMemory(started_at=0.0), triggered_at=None)
     assert sample(metrics, "decision_latency_seconds_count", pool="pool") == 1
     assert sample(metrics, "decision_latency_seconds_sum", pool="pool") == pytest.approx(0.25)

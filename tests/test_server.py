@@ -185,8 +185,19 @@ async def test_unknown_instance_is_held_with_202(h: Harness) -> None:
     assert await response.json() == {"drain": False}
     assert h.controller.store.get(UNKNOWN_ID) is not None
     assert h.controller.store.unmanaged_count == 1
-    assert h.runner.triggered_at is None
     assert h.count("agent_reports_total", outcome="unmanaged") == 1
+
+
+async def test_new_unknown_instance_triggers_adoption_once(h: Harness) -> None:
+    """The first report of an unknown id triggers the pools (a pass adopts a new instance at
+    once); unchanged repeats do not."""
+    h.clock.now = 1005.0
+    await post(h, body(UNKNOWN_ID, seq=1))
+    assert h.runner.triggered_at == 1005.0
+    await h.runner.step()
+    h.clock.now = 1006.0
+    await post(h, body(UNKNOWN_ID, seq=2))
+    assert h.runner.triggered_at is None
 
 
 async def test_managed_report_is_200_and_triggers_on_change_only(h: Harness) -> None:
