@@ -121,7 +121,8 @@ class CloudWatchSync:
     async def __call__(self, pool: JibriPool, observed: Observed, plan: Plan) -> None:
         """Hand this pass over to the pool's worker; never waits on CloudWatch."""
         state = self._state(pool)
-        if state.task is None and not self._closing:
+        # A worker that died (logged by its guard) is replaced rather than left dead.
+        if (state.task is None or state.task.done()) and not self._closing:
             state.task = guarded_task(
                 self._work(state), name=f"cloudwatch:{pool.name}", may_end=lambda: self._closing
             )

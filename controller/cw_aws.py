@@ -191,6 +191,8 @@ class CloudWatchClients:
     ) -> None:
         self._clients = clients
         self._metrics = metrics
+        metrics.add_aws_operations(AioCloudWatch.SERVICE, CLOUDWATCH_OPERATIONS)
+        metrics.add_aws_operations(AioScalingPolicies.SERVICE, POLICY_OPERATIONS)
         self._session = session if session is not None else get_session()
         self._config = AioConfig(
             retries={"mode": "standard", "max_attempts": settings.max_attempts},

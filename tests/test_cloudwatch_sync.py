@@ -415,3 +415,22 @@ def test_status_table_lists_alarms() -> None:
         "2026-01-01T00:00:00+00:00",
         "threshold,period",
     ]
+
+
+async def test_a_dead_worker_is_replaced_on_the_next_pass() -> None:
+    """If a pool's worker task ever dies, the next pass starts a new one."""
+    rig = Rig()
+    pool = _pool()
+    await rig.sync(pool, OBSERVED, _plan())
+    await asyncio.wait_for(rig.cloudwatch.entered.wait(), timeout=10)
+    state = rig.sync._pools["recorders"]
+    assert state.task is not None
+    state.task.cancel()
+    await asyncio.gather(state.task, return_exceptions=True)
+    await rig.sync(pool, OBSERVED, _plan(busy=1))
+    for _ in range(1000):
+        if len(rig.cloudwatch.published) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    await rig.sync.close()
+    assert len(rig.cloudwatch.published) == 2
