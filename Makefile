@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install run test unit e2e lint typecheck bench sim clean
+.PHONY: install run test unit e2e lint typecheck bench sim clean bench-upload
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ test: lint typecheck $(STAMP)
 # One simulated day of demand under each autoscaling policy: table, out/sim.json, out/sim.png.
 sim: $(STAMP)
 	$(BIN)/python -m bench.sim $(ARGS)
+
+# The agent's uploader vs `aws s3 cp` (awscli in its own venv under out/bench-upload):
+# throughput of one 256 MiB file against the emulator, as a table and out/bench-upload/result.json.
+bench-upload: $(STAMP)
+	$(BIN)/python -m bench.upload_throughput $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
