@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install run test unit e2e lint typecheck bench sim clean bench-upload
+.PHONY: install run test unit e2e lint typecheck bench sim bench-latency clean bench-upload
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ sim: $(STAMP)
 # throughput of one 256 MiB file against the emulator, as a table and out/bench-upload/result.json.
 bench-upload: $(STAMP)
 	$(BIN)/python -m bench.upload_throughput $(ARGS)
+
+# Report that empties the pool → SetDesiredCapacity issued, against the AWS emulator: p50/p99,
+# and every sample in out/bench-latency.json.
+bench-latency: $(STAMP)
+	PYTHONPATH=. $(BIN)/python -m bench.decision_latency $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

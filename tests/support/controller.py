@@ -276,6 +276,12 @@ class Fleet:
                 if status not in (200, 202):
                     self.errors.append(f"{agent.instance_id}: HTTP {status}")
 
+    def add(self, agent: Agent) -> None:
+        """Start reporting for one more instance, with a first report at once."""
+        with self._lock:
+            self.agents[agent.instance_id] = agent
+            agent.report()
+
     def set(self, instance_id: str, **changes: Any) -> None:
         """Change an agent's state and report it at once (agents report on every change)."""
         with self._lock:
