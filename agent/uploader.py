@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from agent.logs import Transitions
 from agent.object_upload import ObjectUploader, PermanentUploadError, stat_record
 from agent.s3client import S3, MultipartUploadRef, NoSuchUploadError
 from agent.s3keys import object_metadata
@@ -80,6 +81,7 @@ class Uploader:
         self._clock = clock
         self._sleep = sleep
         self._objects = ObjectUploader(s3=s3, config=config, metrics=metrics, sleep=sleep)
+        self._spool_trouble = Transitions(log, f"spool {spool.root}")
 
     async def run(self) -> None:
         """Upload whatever the spool holds, forever."""
@@ -91,7 +93,14 @@ class Uploader:
             if self._keys.owned_prefix() is not None and loop.time() >= next_sweep:
                 await self.sweep_orphans()
                 next_sweep = loop.time() + self._config.sweep_interval
-            if not await self.run_once():
+            try:
+                uploaded = await self.run_once()
+            except OSError as error:
+                self._spool_trouble.failed("unreadable", f"cannot read ({error}); retrying")
+                uploaded = 0
+            else:
+                self._spool_trouble.ok()
+            if not uploaded:
                 await self._sleep(self._config.poll_interval)
 
     async def run_once(self) -> int:
@@ -122,7 +131,11 @@ class Uploader:
         except PermanentUploadError as error:
             self._fail(entry, str(error))
             return False
-        self._spool.remove_uploaded(entry)
+        try:
+            self._spool.remove_uploaded(entry)
+        except OSError as error:
+            log.error("recording %s is in S3 but cannot be deleted: %s", info.session, error)
+            return False
         self._metrics.uploads.labels("success").inc()
         log.info(
             "uploaded recording %s: %d objects, %d bytes, to s3://%s",
