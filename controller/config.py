@@ -223,16 +223,35 @@ class FallbackScaling(_Spec):
     warmup: WholeSeconds | None = None
     """The policy's EstimatedInstanceWarmup; defaults to bootTimeout."""
     treatMissingData: TreatMissingData = "notBreaching"
+    agentPeriod: WholeSeconds = 60
+    """How often each agent publishes JibriFree (the agent's fallback period)."""
+
+    @property
+    def alarmPeriod(self) -> int:
+        """The alarm's period: a minute, or the agents' period if that is longer."""
+        return max(60, self.agentPeriod)
 
     @model_validator(mode="after")
-    def _whole_minutes(self) -> Self:
-        if self.after is not None and (self.after < 120 or self.after % 60 or self.after > _DAY):
+    def _whole_periods(self) -> Self:
+        period, agent = self.alarmPeriod, self.agentPeriod
+        if not 0 < agent <= 3600 or (60 % agent and agent % 60):
+            raise _field_errors(
+                (
+                    ("agentPeriod",),
+                    agent,
+                    f"must divide 60 s or be a multiple of 60 s up to 1h (got {agent} s), so "
+                    "that every alarm period holds the same number of samples per agent",
+                )
+            )
+        if self.after is not None and (
+            self.after < 2 * period or self.after % period or self.after > _DAY
+        ):
             raise _field_errors(
                 (
                     ("after",),
                     self.after,
-                    f"must be whole minutes between 2m and 24h (got {self.after} s): "
-                    "the alarm counts 60 s periods",
+                    f"must be a whole number of {period} s alarm periods, from {2 * period} s "
+                    f"to {_DAY} s (got {self.after} s)",
                 )
             )
         return self

@@ -16,11 +16,9 @@ from controller import cw_names
 from controller.alarms import AlarmDefinition
 from controller.config import JibriPool
 
-PERIOD: Final = 60
-"""The agents publish JibriFree once a minute, so the alarm counts minutes."""
-MARGIN: Final = 180
-"""Added to bootTimeout by default: a booted agent's first JibriFree can take up to a minute
-to be sent and another to fill a whole period, plus one minute of slack for late datapoints."""
+MINUTE: Final = 60
+SLACK: Final = 60
+"""Allowance for late datapoints, on top of an agent's first publish and one full period."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +28,10 @@ class FallbackSettings:
     namespace: str
     metric_name: str
     threshold: int
+    period: int
+    """The alarm's period: a minute, or the agents' period if that is longer."""
+    samples: int
+    """JibriFree samples each agent sends per alarm period (Sum counts each of them)."""
     evaluation_periods: int
     max_step: int
     warmup: int
@@ -41,14 +43,20 @@ def resolve(pool: JibriPool) -> FallbackSettings | None:
     fallback = spec.cloudWatch.fallbackScaling
     if fallback is None:
         return None
+    period = fallback.alarmPeriod
     after = fallback.after
     if after is None:
-        after = math.ceil(spec.instances.bootTimeout / PERIOD) * PERIOD + MARGIN
+        # A booted agent's first JibriFree can take one agent period to be sent and one alarm
+        # period to fill; beyond that, allow SLACK for late datapoints.
+        wait = math.ceil(spec.instances.bootTimeout) + fallback.agentPeriod + period + SLACK
+        after = math.ceil(wait / period) * period
     return FallbackSettings(
         namespace=fallback.namespace,
         metric_name=fallback.metricName,
         threshold=fallback.threshold or max(1, spec.targetFree),
-        evaluation_periods=min(after // PERIOD, 86_400 // PERIOD),
+        period=period,
+        samples=max(1, MINUTE // fallback.agentPeriod),
+        evaluation_periods=min(after, 86_400) // period,
         max_step=fallback.maxStep or spec.scaleOut.maxStep,
         warmup=fallback.warmup
         if fallback.warmup is not None
@@ -66,17 +74,18 @@ class Step:
     adjustment: int
 
 
-def steps(threshold: int, max_step: int) -> tuple[Step, ...]:
-    """Add exactly the shortfall `threshold - Sum(JibriFree)`, at most `max_step` at once.
+def steps(threshold: int, max_step: int, samples: int = 1) -> tuple[Step, ...]:
+    """Add exactly the shortfall `threshold - free`, at most `max_step` at once.
 
-    Sum(JibriFree) is a whole number, so the bounds sit halfway between whole numbers; below
-    the threshold AWS takes each interval as (lower, upper].
+    The alarm compares Sum(JibriFree) = samples * free with samples * threshold, so a
+    shortfall of s sits at -samples * s relative to the threshold. The bounds sit halfway
+    between shortfalls; below the threshold AWS takes each interval as (lower, upper].
     """
     top = max(1, min(threshold, max_step))
     result: list[Step] = []
     for shortfall in range(1, top + 1):
-        upper = 0.0 if shortfall == 1 else -(shortfall - 0.5)
-        lower = None if shortfall == top else -(shortfall + 0.5)
+        upper = 0.0 if shortfall == 1 else -samples * (shortfall - 0.5)
+        lower = None if shortfall == top else -samples * (shortfall + 0.5)
         result.append(Step(lower, upper, shortfall))
     return tuple(result)
 
@@ -102,7 +111,7 @@ def desired_policy(pool: JibriPool, settings: FallbackSettings) -> PolicyDefinit
     return PolicyDefinition(
         group=pool.spec.autoScalingGroupName,
         name=cw_names.FALLBACK_POLICY,
-        steps=steps(settings.threshold, settings.max_step),
+        steps=steps(settings.threshold, settings.max_step, settings.samples),
         warmup=settings.warmup,
     )
 
@@ -167,17 +176,18 @@ def policy_request(policy: PolicyDefinition) -> dict[str, Any]:
 
 
 def fallback_alarm(pool: JibriPool, settings: FallbackSettings, policy_arn: str) -> AlarmDefinition:
-    minutes = settings.evaluation_periods
+    periods = settings.evaluation_periods
+    minutes = periods * settings.period // MINUTE
     return AlarmDefinition(
         name=cw_names.alarm_name(pool.name, cw_names.FALLBACK_ALARM),
         metric_name=settings.metric_name,
         namespace=settings.namespace,
         statistic="Sum",
         dimensions=((cw_names.DIMENSION, pool.spec.autoScalingGroupName),),
-        period=PERIOD,
-        evaluation_periods=minutes,
-        datapoints_to_alarm=minutes,
-        threshold=float(settings.threshold),
+        period=settings.period,
+        evaluation_periods=periods,
+        datapoints_to_alarm=periods,
+        threshold=float(settings.threshold * settings.samples),
         comparison_operator="LessThanThreshold",
         treat_missing_data=settings.treat_missing_data,
         description=(

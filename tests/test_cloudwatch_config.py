@@ -166,15 +166,41 @@ INVALID = [
     ),
     pytest.param(
         {"fallbackScaling": {"after": "90s"}},
-        "spec.cloudWatch.fallbackScaling.after: must be whole minutes between 2m and 24h "
-        "(got 90 s): the alarm counts 60 s periods",
+        "spec.cloudWatch.fallbackScaling.after: must be a whole number of 60 s alarm periods, "
+        "from 120 s to 86400 s (got 90 s)",
         id="fallback-after-not-whole-minutes",
     ),
     pytest.param(
         {"fallbackScaling": {"after": "1m"}},
-        "spec.cloudWatch.fallbackScaling.after: must be whole minutes between 2m and 24h "
-        "(got 60 s): the alarm counts 60 s periods",
+        "spec.cloudWatch.fallbackScaling.after: must be a whole number of 60 s alarm periods, "
+        "from 120 s to 86400 s (got 60 s)",
         id="fallback-after-too-short",
+    ),
+    pytest.param(
+        {"fallbackScaling": {"after": "2d"}},
+        "spec.cloudWatch.fallbackScaling.after: must be a whole number of 60 s alarm periods, "
+        "from 120 s to 86400 s (got 172800 s)",
+        id="fallback-after-too-long",
+    ),
+    pytest.param(
+        {"fallbackScaling": {"agentPeriod": "2m", "after": "3m"}},
+        "spec.cloudWatch.fallbackScaling.after: must be a whole number of 120 s alarm periods, "
+        "from 240 s to 86400 s (got 180 s)",
+        id="fallback-after-not-whole-agent-periods",
+    ),
+    pytest.param(
+        {"fallbackScaling": {"agentPeriod": "45s"}},
+        "spec.cloudWatch.fallbackScaling.agentPeriod: must divide 60 s or be a multiple of 60 s "
+        "up to 1h (got 45 s), so that every alarm period holds the same number of samples per "
+        "agent",
+        id="fallback-agent-period-uneven",
+    ),
+    pytest.param(
+        {"fallbackScaling": {"agentPeriod": 0}},
+        "spec.cloudWatch.fallbackScaling.agentPeriod: must divide 60 s or be a multiple of 60 s "
+        "up to 1h (got 0 s), so that every alarm period holds the same number of samples per "
+        "agent",
+        id="fallback-agent-period-zero",
     ),
     pytest.param(
         {"fallbackScaling": {"threshold": 0}},
@@ -214,6 +240,8 @@ VALID = [
     ),
     pytest.param({"fallbackScaling": {}}, id="fallback-defaults"),
     pytest.param({"fallbackScaling": {"after": "15m", "threshold": 3}}, id="fallback-explicit"),
+    pytest.param({"fallbackScaling": {"agentPeriod": "30s"}}, id="fallback-fast-agents"),
+    pytest.param({"fallbackScaling": {"agentPeriod": "5m", "after": "1h"}}, id="fallback-slow"),
 ]
 
 

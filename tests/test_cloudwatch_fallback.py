@@ -49,19 +49,19 @@ RESOLVED = [
     pytest.param(
         {},
         {},
-        FallbackSettings("Jibri", "JibriFree", 2, 13, 5, 600, "notBreaching"),
+        FallbackSettings("Jibri", "JibriFree", 2, 60, 1, 13, 5, 600, "notBreaching"),
         id="defaults-from-pool",
     ),
     pytest.param(
         {},
         {"instances": {"bootTimeout": 270}},
-        FallbackSettings("Jibri", "JibriFree", 2, 8, 5, 270, "notBreaching"),
+        FallbackSettings("Jibri", "JibriFree", 2, 60, 1, 8, 5, 270, "notBreaching"),
         id="boot-timeout-rounded-up-to-the-minute",
     ),
     pytest.param(
         {},
         {"targetFree": 0},
-        FallbackSettings("Jibri", "JibriFree", 1, 13, 5, 600, "notBreaching"),
+        FallbackSettings("Jibri", "JibriFree", 1, 60, 1, 13, 5, 600, "notBreaching"),
         id="threshold-at-least-one",
     ),
     pytest.param(
@@ -75,8 +75,20 @@ RESOLVED = [
             "treatMissingData": "breaching",
         },
         {},
-        FallbackSettings("Recorders", "Free", 3, 20, 2, 300, "breaching"),
+        FallbackSettings("Recorders", "Free", 3, 60, 1, 20, 2, 300, "breaching"),
         id="explicit",
+    ),
+    pytest.param(
+        {"agentPeriod": "15s"},
+        {},
+        FallbackSettings("Jibri", "JibriFree", 2, 60, 4, 13, 5, 600, "notBreaching"),
+        id="agents-publishing-every-15s",
+    ),
+    pytest.param(
+        {"agentPeriod": "2m"},
+        {},
+        FallbackSettings("Jibri", "JibriFree", 2, 120, 1, 8, 5, 600, "notBreaching"),
+        id="agents-publishing-every-2m",
     ),
 ]
 
@@ -89,44 +101,55 @@ def test_resolved_settings(
     assert resolve(_pool(fallback, **spec)) == expected
 
 
-def test_default_wait_outlasts_a_boot_with_margin() -> None:
-    """By default the alarm waits longer than any launch the controller makes can take."""
-    for boot in ("1m", "3m", "10m", "59m"):
-        settings = resolve(_pool({}, instances={"bootTimeout": boot}))
-        assert settings is not None
-        boot_seconds = _pool({}, instances={"bootTimeout": boot}).spec.instances.bootTimeout
-        assert settings.evaluation_periods * 60 >= boot_seconds + 180
+@pytest.mark.parametrize("boot", ["1m", "3m", "10m", 601, "59m"])
+@pytest.mark.parametrize("agent_period", ["10s", "30s", "1m", "5m"])
+def test_default_wait_outlasts_a_boot_with_margin(boot: str | int, agent_period: str) -> None:
+    """By default the alarm waits longer than any launch the controller makes can take,
+    plus an agent's first publish, one full alarm period and a minute of slack."""
+    pool = _pool({"agentPeriod": agent_period}, instances={"bootTimeout": boot})
+    settings = resolve(pool)
+    fallback = pool.spec.cloudWatch.fallbackScaling
+    assert settings is not None and fallback is not None
+    needed = pool.spec.instances.bootTimeout + fallback.agentPeriod + settings.period + 60
+    assert settings.evaluation_periods * settings.period >= needed
 
 
 STEPS = [
-    pytest.param(1, 5, (Step(None, 0.0, 1),), id="threshold-one"),
-    pytest.param(2, 5, (Step(-1.5, 0.0, 1), Step(None, -1.5, 2)), id="shortfall-of-one-or-two"),
+    pytest.param(1, 5, 1, (Step(None, 0.0, 1),), id="threshold-one"),
+    pytest.param(2, 5, 1, (Step(-1.5, 0.0, 1), Step(None, -1.5, 2)), id="shortfall-of-one-or-two"),
     pytest.param(
         4,
         3,
+        1,
         (Step(-1.5, 0.0, 1), Step(-2.5, -1.5, 2), Step(None, -2.5, 3)),
         id="capped-at-max-step",
     ),
-    pytest.param(5, 1, (Step(None, 0.0, 1),), id="max-step-one"),
+    pytest.param(5, 1, 1, (Step(None, 0.0, 1),), id="max-step-one"),
+    pytest.param(2, 5, 4, (Step(-6.0, 0.0, 1), Step(None, -6.0, 2)), id="four-samples-per-period"),
 ]
 
 
-@pytest.mark.parametrize(("threshold", "max_step", "expected"), STEPS)
-def test_steps_add_the_shortfall(threshold: int, max_step: int, expected: tuple[Step, ...]) -> None:
-    """The policy adds threshold - Sum(JibriFree) instances, at most max_step."""
-    assert steps(threshold, max_step) == expected
+@pytest.mark.parametrize(("threshold", "max_step", "samples", "expected"), STEPS)
+def test_steps_add_the_shortfall(
+    threshold: int, max_step: int, samples: int, expected: tuple[Step, ...]
+) -> None:
+    """The policy adds threshold - free instances, at most max_step."""
+    assert steps(threshold, max_step, samples) == expected
 
 
 @pytest.mark.parametrize("threshold", range(1, 12))
 @pytest.mark.parametrize("max_step", range(1, 8))
-def test_steps_cover_every_shortfall_without_gap_or_overlap(threshold: int, max_step: int) -> None:
+@pytest.mark.parametrize("samples", [1, 2, 6])
+def test_steps_cover_every_shortfall_without_gap_or_overlap(
+    threshold: int, max_step: int, samples: int
+) -> None:
     """Each possible Sum below the threshold falls in exactly one step, as AWS requires."""
-    ladder = steps(threshold, max_step)
+    ladder = steps(threshold, max_step, samples)
     assert sum(1 for s in ladder if s.lower is None) == 1
     for below, above in zip(ladder[1:], ladder, strict=False):
         assert below.upper == above.lower
     for total in range(threshold):
-        relative = total - threshold
+        relative = samples * (total - threshold)
         matching = [
             s
             for s in ladder
@@ -181,3 +204,13 @@ def test_fallback_alarm_points_at_the_policy() -> None:
     assert (alarm.threshold, alarm.comparison_operator) == (2.0, "LessThanThreshold")
     assert alarm.alarm_actions == ("arn:policy",)
     assert alarm.ok_actions == alarm.insufficient_data_actions == ()
+
+
+def test_fallback_alarm_counts_every_sample_of_faster_agents() -> None:
+    """Agents publishing every 15 s send 4 samples a minute: threshold and steps scale by 4."""
+    pool = _pool({"agentPeriod": "15s", "threshold": 2})
+    settings = resolve(pool)
+    assert settings is not None
+    alarm = fallback_alarm(pool, settings, "arn:policy")
+    assert (alarm.period, alarm.threshold) == (60, 8.0)
+    assert desired_policy(pool, settings).steps == (Step(-6.0, 0.0, 1), Step(None, -6.0, 2))
