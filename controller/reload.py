@@ -94,4 +94,17 @@ class ConfigWatcher:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self.check()
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Hot reload must outlive one bad apply; the pools keep their current state.
+                event(
+                    log,
+                    "config reload failed",
+                    level=logging.ERROR,
+                    path=str(self.path),
+                    error=repr(exc),
+                    exc_info=exc,
+                )

@@ -230,3 +230,25 @@ def test_status_health_and_status_command(emulator: Emulator, tmp_path: Path) ->
         header = shown.stdout.splitlines()[0].split()
         assert header[:6] == ["POOL", "GROUP", "DESIRED", "MIN", "MAX", "TARGET-FREE"]
         assert "recorders: conditions" in shown.stdout and "Reconciled" in shown.stdout
+
+
+def test_dry_run_plans_and_logs_but_changes_nothing(emulator: Emulator, tmp_path: Path) -> None:
+    """With --dry-run, a needed scale-out and protection are logged and counted as planned,
+    and the ASG is left exactly as it was."""
+    ids = create_asg(emulator, GROUP, min_size=0, max_size=5, desired=1)
+    config = tmp_path / "pools.yaml"
+    config.write_text(pool_yaml(target_free=2, stale_after="30s"))
+    with running_controller(emulator, config, extra_args=("--dry-run",)) as controller:
+        Agent(controller, ids[0], busy="BUSY").report()
+        planned = wait_for(lambda: controller.actions("scale-out"), what="a planned scale-out")
+        assert planned[0]["dry_run"] is True and planned[0]["outcome"] == "planned"
+        assert controller.get_json("/status")[1]["dryRun"] is True
+        assert (
+            controller.metric(
+                "jibri_autoscaler_actions_total", pool="recorders", action="protect", reason="busy"
+            )
+            >= 1.0
+        )
+    after = group(emulator)
+    assert after["DesiredCapacity"] == 1
+    assert [i["ProtectedFromScaleIn"] for i in after["Instances"]] == [False]
