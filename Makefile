@@ -31,6 +31,10 @@ e2e: $(STAMP)
 test: lint typecheck $(STAMP)
 	$(BIN)/pytest -q
 
+# The whole system on this machine: AWS emulator, controller, agents, simulated Jibris, demand.
+run: $(STAMP)
+	$(BIN)/python -m sandbox $(ARGS)
+
 # One simulated day of demand under each autoscaling policy: table, out/sim.json, out/sim.png.
 sim: $(STAMP)
 	$(BIN)/python -m bench.sim $(ARGS)

@@ -259,6 +259,15 @@ class Fleet:
                 await node.agent.stop()
                 node.agent = None
 
+    async def wait_booted(self, within: float) -> None:
+        """Wait until every instance seen in the groups runs; RuntimeError after `within`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._last_sync is None or any(n.jibri is None for n in self.live()):
+            if loop.time() >= deadline:
+                raise RuntimeError(f"the first instances did not boot within {within:.0f} s")
+            await asyncio.sleep(0.2)
+
     async def _boot(self, node: Node) -> None:
         node.spool_dir.mkdir(parents=True, exist_ok=True)
         node.recordings_dir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,11 @@ class Ledger:
     recent_actions: deque[ActionEvent] = field(default_factory=lambda: deque(maxlen=RECENT_ACTIONS))
     finalize_failures: list[str] = field(default_factory=list)
 
+    def begin(self) -> None:
+        """The run proper starts: instance time counts from here."""
+        self.instance_seconds = 0.0
+        self.peak_instances = 0
+
     def request(self) -> None:
         self.requested += 1
 

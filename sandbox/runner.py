@@ -76,7 +76,8 @@ class RunOptions:
     settle: float = 30.0
     bucket: str = "jibri-recordings"
     region: str = "us-east-1"
-    controller_ready_timeout: float = 60.0
+    ready_timeout: float = 60.0
+    """Longest wait for the controller to answer, then for the first instances to boot."""
     progress_every: float = 10.0
 
 
@@ -155,6 +156,20 @@ async def _cancel(tasks: Iterable[asyncio.Task[Any]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+async def _unless_stopped(run: _Run, work: Awaitable[None]) -> bool:
+    """Await `work` unless the run is stopped first; True when `work` finished."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.create_task(run.stop.wait())
+    try:
+        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await _cancel([stop] if task.done() else [stop, task])
+    if task.done():
+        task.result()
+        return True
+    return False
 
 
 def _snapshot(run: _Run, cp: ControlPlane, fleet: Fleet) -> Snapshot:
@@ -270,8 +285,29 @@ async def _run(run: _Run, emulator: Emulator, show: Callable[[Snapshot], None]) 
     timeout = aiohttp.ClientTimeout(total=3)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         try:
+
+            async def refresh() -> None:
+                show(_snapshot(run, cp, fleet))
+
+            # The first instances boot while the controller starts, as they would in AWS.
+            background = [
+                asyncio.create_task(_every(1.0, fleet.sync, "following the ASG"), name="fleet"),
+                asyncio.create_task(_every(1.0, refresh, "view"), name="view"),
+            ]
+            run.phase = "starting the controller"
             await cp.start()
-            await cp.wait_ready(session, options.controller_ready_timeout)
+            if not await _unless_stopped(run, cp.wait_ready(session, options.ready_timeout)):
+                return
+            background += [
+                asyncio.create_task(_every(1.0, lambda: cp.poll(session), "status"), name="status"),
+                asyncio.create_task(
+                    _every(2.0, lambda: _check_bucket(run, emulator), "bucket"), name="bucket"
+                ),
+            ]
+            run.phase = "booting the first instances"
+            if not await _unless_stopped(run, fleet.wait_booted(options.ready_timeout)):
+                return
+            run.ledger.begin()
             run.started_at = asyncio.get_running_loop().time()
             run.phase = "running"
             if options.headless:
@@ -280,18 +316,6 @@ async def _run(run: _Run, emulator: Emulator, show: Callable[[Snapshot], None]) 
                     file=run.out,
                     flush=True,
                 )
-
-            async def refresh() -> None:
-                show(_snapshot(run, cp, fleet))
-
-            background = [
-                asyncio.create_task(_every(1.0, fleet.sync, "following the ASG"), name="fleet"),
-                asyncio.create_task(_every(1.0, lambda: cp.poll(session), "status"), name="status"),
-                asyncio.create_task(
-                    _every(2.0, lambda: _check_bucket(run, emulator), "bucket"), name="bucket"
-                ),
-                asyncio.create_task(_every(1.0, refresh, "view"), name="view"),
-            ]
             await _main_phase(run, cp, traffic)
             run.phase = "ending recordings"
             await traffic.end_all(grace=30.0)
