@@ -275,6 +275,8 @@ def test_user_data_env_file_is_accepted_by_the_agent(parameters: dict[str, str])
     assert settings.metrics_listen.port == int(resolver.refs["AgentMetricsPort"])
     assert settings.fallback is (resolver.refs["AgentFallback"] == "true")
     assert settings.fallback_namespace == resolver.refs["CloudWatchNamespace"]
+    assert settings.upload_bucket == resolver.refs["RecordingsBucket"]
+    assert settings.upload_prefix == resolver.refs["RecordingsPrefix"]
     known = {option.env for option in OPTIONS}
     assert set(env) <= known
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import botocore.session
 import pytest
 from botocore import xform_name
 
+from agent.s3keys import DEFAULT_KEY_TEMPLATE, KeyTemplate
 from tests.support.cfn import ACCOUNT, REGION, REPO, Resolver, load_template
 from tests.support.iam import Request, allows, statements_of
 
@@ -275,6 +277,18 @@ def test_agent_writes_only_below_the_prefix_and_protects_only_with_fallback(
 ) -> None:
     """Recorders upload below the prefix, publish in the namespace, protect only if enabled."""
     assert allows(agent_statements(stack(AgentFallback=fallback)), request_) is granted
+
+
+@pytest.mark.parametrize("prefix", ["recordings", "tenant-a/jibri"], ids=["default", "nested"])
+def test_keys_the_agent_renders_fall_below_the_granted_prefix(prefix: str) -> None:
+    """The agent's own key template, with the stack's prefix, yields keys the role may write."""
+    statements = agent_statements(stack(RecordingsPrefix=prefix))
+    template = KeyTemplate(DEFAULT_KEY_TEMPLATE, prefix=prefix, instance="i-0123456789abcdef0")
+    key = template.render(
+        session="abc-session", file="meeting.mp4", enqueued_at=datetime(2026, 1, 2, tzinfo=UTC)
+    )
+    assert allows(statements, Request("s3:PutObject", f"{BUCKET}/{key}"))
+    assert not allows(statements, Request("s3:PutObject", f"{BUCKET}/x{key}"))
 
 
 def test_agent_reads_only_the_token_secret() -> None:
