@@ -19,7 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import crc32c
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.spool import STATE_NAME, Spool, parse_entry_name
 from sandbox.fake_jibri import FakeJibri
@@ -257,6 +260,7 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
     env |= {"JIBRI_AUTOSCALER_TOKEN": controller.token, "PYTHONPATH": str(REPO)}
     try:
         async with serving(controller.app()) as controller_url:
+            metrics_port = free_port()
             flags = {
                 "--controller": controller_url,
                 "--instance-id": "i-0123456789abcdef0",
@@ -264,7 +268,7 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
                 "--jibri-health-url": jibri.health_url,
                 "--jibri-shutdown-url": jibri.shutdown_url,
                 "--webhook-listen": f"127.0.0.1:{free_port()}",
-                "--metrics-listen": f"127.0.0.1:{free_port()}",
+                "--metrics-listen": f"127.0.0.1:{metrics_port}",
                 "--state-dir": str(tmp_path / "state"),
                 "--spool-dir": str(tmp_path / "spool"),
                 "--report-interval": "1s",
@@ -302,6 +306,20 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
                 )
                 assert controller.reports[-1].pendingUploads == 0
                 assert not entry.exists()
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+                ):
+                    metrics = await response.text()
+                samples = {
+                    sample.name + str(sorted(sample.labels.items())): sample.value
+                    for family in text_string_to_metric_families(metrics)
+                    for sample in family.samples
+                }
+                assert samples["jibri_agent_uploads_total[('outcome', 'success')]"] == 1
+                assert samples["jibri_agent_spool_recordings[]"] == 0
+                uploaded = samples["jibri_agent_upload_bytes_total[]"]
+                assert uploaded == sum(size for size, _ in expected.values())
             finally:
                 agent.send_signal(signal.SIGTERM)
                 raw, _ = await asyncio.wait_for(agent.communicate(), 30)
@@ -311,3 +329,42 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
     assert agent.returncode == 0, output
     assert "task uploader" not in output, output
     assert_uploaded(s3, entry.name, expected)
+
+
+def test_crc32c_checksums_verify_against_the_emulator(
+    tmp_path: Path, emulator: Emulator, s3: Any
+) -> None:
+    """With CRC32C, parts and objects carry CRC32C checksums that S3 reports back."""
+    recording = make_recording(tmp_path / "recordings", "sess-crc", 12 * MiB)
+    expected = digests(recording)
+    entry = finalize(recording, tmp_path / "spool")
+    process = uploader(
+        emulator, emulator.endpoint, tmp_path / "spool", "--checksum-algorithm", "CRC32C"
+    )
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    at, session = parse_entry_name(entry.name)  # type: ignore[misc]
+    key = f"recordings/{at:%Y/%m/%d}/{session}/sess-crc.mp4"
+    head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+    parts = []
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    for offset in range(0, len(body), 5 * MiB):
+        parts.append(crc32c.crc32c(body[offset : offset + 5 * MiB]).to_bytes(4, "big"))
+    whole = base64.b64encode(crc32c.crc32c(b"".join(parts)).to_bytes(4, "big")).decode()
+    assert head["ChecksumCRC32C"].split("-")[0] == whole
+    assert hashlib.sha256(body).hexdigest() == expected["sess-crc.mp4"][1]
+
+
+def test_a_missing_bucket_sends_the_recording_to_failed(tmp_path: Path, emulator: Emulator) -> None:
+    """NoSuchBucket is permanent: the recording moves to failed/ intact, and stays pending."""
+    recording = make_recording(tmp_path / "recordings", "sess-nobucket", 1 * MiB)
+    expected = digests(recording)
+    entry = finalize(recording, tmp_path / "spool")
+    process = uploader(emulator, emulator.endpoint, tmp_path / "spool")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 1, output
+    assert "NoSuchBucket" in output and "kept at" in output
+    spool = Spool(tmp_path / "spool")
+    [failed] = spool.failed_entries()
+    assert failed.name == entry.name and digests(failed) == expected
+    assert spool.pending_count() == 1
