@@ -16,6 +16,7 @@ a marker takes its directory name as the session and its mtime as the enqueue ti
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Final
 
 MARKER_NAME: Final = ".jibri-agent-entry.json"
@@ -30,6 +32,7 @@ STATE_NAME: Final = ".jibri-agent-upload.json"
 FAILURE_NAME: Final = ".jibri-agent-failure.json"
 RESERVED_NAMES: Final = frozenset({MARKER_NAME, STATE_NAME, FAILURE_NAME})
 
+LOCK_NAME: Final = ".uploader.lock"
 _STAMP_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
 _NAME_RE: Final = re.compile(r"(?P<stamp>\d{8}T\d{12}Z)_(?P<session>.+)", re.DOTALL)
 
@@ -109,6 +112,39 @@ def write_durably(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+class SpoolBusy(Exception):
+    """Another process (the agent, or a manual uploader) is uploading from this spool."""
+
+
+class UploadLock:
+    """The exclusive right to upload from a spool; released on close or process death."""
+
+    def __init__(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolBusy(f"another uploader holds {path}") from None
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> UploadLock:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
 class Spool:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -119,6 +155,12 @@ class Spool:
     def ensure(self) -> None:
         for directory in (self.incoming, self.failed, self.done):
             directory.mkdir(parents=True, exist_ok=True)
+
+    def lock_uploads(self) -> UploadLock:
+        """Take the exclusive right to upload, or raise SpoolBusy: two uploaders on one spool
+        would upload the same recording twice and delete it under each other."""
+        self.ensure()
+        return UploadLock(self.root / LOCK_NAME)
 
     @staticmethod
     def _entries(directory: Path) -> list[Path]:

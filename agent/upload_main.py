@@ -24,7 +24,7 @@ from agent.checksums import ChecksumAlgorithm
 from agent.finalize import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from agent.s3client import open_s3
 from agent.s3keys import DEFAULT_KEY_TEMPLATE, KeyTemplateError
-from agent.spool import Spool
+from agent.spool import Spool, SpoolBusy
 from agent.upload_config import UploadConfig, part_size
 from agent.upload_metrics import UploadMetrics
 from agent.uploader import Uploader
@@ -65,10 +65,15 @@ async def _serve(args: argparse.Namespace, config: UploadConfig, spool: Spool) -
             spool=spool, s3=s3, config=config, metrics=metrics, instance_id=args.instance_id
         )
         if args.once:
-            spool.ensure()
-            spool.purge_done()
-            await uploader.sweep_orphans()
-            await uploader.run_once()
+            try:
+                lock = spool.lock_uploads()
+            except SpoolBusy:
+                log.error("another uploader (the agent?) is uploading from %s", spool.root)
+                return 0 if args.requeue_failed else 1
+            with lock:
+                spool.purge_done()
+                await uploader.sweep_orphans()
+                await uploader.run_once()
             return 0 if not spool.pending() and not spool.failed_entries() else 1
         task = asyncio.create_task(uploader.run(), name="uploader")
         loop = asyncio.get_running_loop()

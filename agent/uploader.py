@@ -21,7 +21,7 @@ from agent.logs import Transitions
 from agent.object_upload import ObjectUploader, PermanentUploadError, stat_record
 from agent.s3client import S3, MultipartUploadRef, NoSuchUploadError
 from agent.s3keys import object_metadata
-from agent.spool import RESERVED_NAMES, Spool, read_info
+from agent.spool import RESERVED_NAMES, Spool, SpoolBusy, UploadLock, read_info
 from agent.upload_config import UploadConfig
 from agent.upload_metrics import UploadMetrics
 from agent.upload_state import StateStore
@@ -84,8 +84,23 @@ class Uploader:
         self._spool_trouble = Transitions(log, f"spool {spool.root}")
 
     async def run(self) -> None:
-        """Upload whatever the spool holds, forever."""
-        self._spool.ensure()
+        """Upload whatever the spool holds, forever (once no other uploader holds it)."""
+        with await self._exclusive():
+            await self._run_locked()
+
+    async def _exclusive(self) -> UploadLock:
+        waiting = Transitions(log, f"uploads from {self._spool.root}")
+        while True:
+            try:
+                lock = self._spool.lock_uploads()
+            except SpoolBusy as error:
+                waiting.failed("busy", f"{error}; waiting for it to finish")
+                await self._sleep(self._config.poll_interval)
+                continue
+            waiting.ok("the other uploader is gone; uploading")
+            return lock
+
+    async def _run_locked(self) -> None:
         self._spool.purge_done()
         loop = asyncio.get_running_loop()
         next_sweep = loop.time()

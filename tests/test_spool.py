@@ -14,6 +14,7 @@ from agent.spool import (
     MARKER_NAME,
     EntryInfo,
     Spool,
+    SpoolBusy,
     entry_name,
     parse_entry_name,
     read_info,
@@ -140,3 +141,10 @@ def test_write_durably_replaces_content(tmp_path: Path) -> None:
     write_durably(path, b"two")
     assert path.read_bytes() == b"two"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_only_one_uploader_at_a_time(spool: Spool) -> None:
+    """A second uploader on the same spool is refused until the first lets go."""
+    with spool.lock_uploads(), pytest.raises(SpoolBusy):
+        spool.lock_uploads()
+    spool.lock_uploads().release()

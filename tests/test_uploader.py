@@ -468,6 +468,25 @@ async def test_run_picks_up_new_recordings_until_cancelled(rig: Rig) -> None:
     assert rig.s3.objects[key("late.mp4")].body == b"late"
 
 
+async def test_run_waits_for_another_uploader_to_let_go(rig: Rig) -> None:
+    """While another process uploads from the spool, the run loop waits instead of racing it."""
+    spooled(rig.spool, {"v.mp4": b"x"})
+    other = rig.spool.lock_uploads()
+    task = asyncio.create_task(rig.uploader.run())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert rig.s3.calls == [] and rig.spool.pending_count() == 1
+    other.release()
+    for _ in range(1000):
+        if rig.spool.pending_count() == 0:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rig.s3.objects[key("v.mp4")].body == b"x"
+
+
 def test_spool_gauges(rig: Rig) -> None:
     """The spool gauges show waiting and failed recordings and the oldest one's age."""
     spooled(rig.spool, {"v.mp4": b"x"})
