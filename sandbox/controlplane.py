@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -68,6 +67,7 @@ class ControlPlane:
         *,
         config: Path,
         port: int,
+        token: str,
         env: Mapping[str, str],
         log_path: Path,
         on_action: Callable[[ActionEvent], None],
@@ -76,7 +76,7 @@ class ControlPlane:
     ) -> None:
         self.config = config
         self.url = f"http://127.0.0.1:{port}"
-        self.token = secrets.token_urlsafe(24)
+        self.token = token
         self._port = port
         self._env = {**env, TOKEN_ENV: self.token}
         self._log_path = log_path

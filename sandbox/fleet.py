@@ -19,16 +19,18 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from controller.config import DesiredState
 from sandbox.emulator import Emulator, GroupInstance, describe_group
 from sandbox.fake_jibri import FakeJibri, NotIdle
-from sandbox.ledger import BusyTermination, Ledger
+from sandbox.ledger import ActionEvent, BusyTermination, Ledger
 from sandbox.procs import Child, spawn
 from sandbox.view import SimInstance
 
 log = logging.getLogger(__name__)
 
+TERMINATING_ACTIONS = frozenset({"terminate", "replace"})
 _LEAVING = ("Terminating", "Terminated", "Detach", "Standby", "EnteredStandby")
 
 
@@ -45,6 +47,12 @@ class BootDelay:
 
     def draw(self, rng: random.Random) -> float:
         return max(0.0, rng.uniform(self.mean - self.jitter, self.mean + self.jitter))
+
+
+class AgentCommand(Protocol):
+    def argv(self, node: Node, jibri: FakeJibri, webhook_port: int) -> list[str]:
+        """The command line of `node`'s agent."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,7 @@ class Node:
         self.stopped = False
         self.recordings = 0
         self.session: str | None = None
+        self.busy_terminated = False
 
     @property
     def spool_dir(self) -> Path:
@@ -188,7 +197,7 @@ class Fleet:
         emulator: Emulator,
         state: DesiredState,
         work_dir: Path,
-        agents: AgentSettings,
+        agents: AgentCommand,
         env: Mapping[str, str],
         boot_delay: BootDelay,
         rng: random.Random,
@@ -208,6 +217,8 @@ class Fleet:
         self._on_problem = on_problem
         self.nodes: dict[str, Node] = {}
         self._last_sync: float | None = None
+        self._first: frozenset[str] | None = None
+        """The instances of the first sync, which boot before the run starts."""
         self._stopping = False
 
     def live(self) -> list[Node]:
@@ -241,6 +252,8 @@ class Fleet:
             boot_at = now + self._boot_delay.draw(self._rng)
             self.nodes[iid] = Node(iid, pool, self._work_dir / "instances" / iid, boot_at)
             log.info("instance %s launched in pool %s; boots in %.1f s", iid, pool, boot_at - now)
+        if self._first is None:
+            self._first = frozenset(in_group)
         for node in list(self.live()):
             if node.instance_id not in in_group:
                 lifecycle = (
@@ -260,10 +273,15 @@ class Fleet:
                 node.agent = None
 
     async def wait_booted(self, within: float) -> None:
-        """Wait until every instance seen in the groups runs; RuntimeError after `within`."""
+        """Wait until the instances of the first look at the groups run (or left them).
+
+        Raises RuntimeError after `within` seconds.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while self._last_sync is None or any(n.jibri is None for n in self.live()):
+        while self._first is None or any(
+            self.nodes[iid].jibri is None and not self.nodes[iid].stopped for iid in self._first
+        ):
             if loop.time() >= deadline:
                 raise RuntimeError(f"the first instances did not boot within {within:.0f} s")
             await asyncio.sleep(0.2)
@@ -293,23 +311,34 @@ class Fleet:
             node.agent.pid,
         )
 
+    def on_action(self, event: ActionEvent) -> None:
+        """Check a termination the moment the controller reports it: was that Jibri busy?
+
+        The ASG is only looked at once a second; a recording could end within that second.
+        """
+        if event.action not in TERMINATING_ACTIONS:
+            return
+        for iid in event.instance_ids:
+            node = self.nodes.get(iid)
+            if node is not None and not node.stopped:
+                self._check_busy(node, f"{event.action} ({event.reason})", self._clock())
+
+    def _check_busy(self, node: Node, how: str, now: float) -> None:
+        if node.busy_terminated or not node.recording or node.session is None:
+            return
+        node.busy_terminated = True
+        self._ledger.interrupt(
+            BusyTermination(
+                at=now, instance_id=node.instance_id, sessions=(node.session,), lifecycle_state=how
+            )
+        )
+        log.error(
+            "instance %s terminated (%s) while recording %s", node.instance_id, how, node.session
+        )
+
     async def _terminated(self, node: Node, lifecycle: str, now: float) -> None:
-        if node.recording and node.session is not None:
-            termination = BusyTermination(
-                at=now,
-                instance_id=node.instance_id,
-                sessions=(node.session,),
-                lifecycle_state=lifecycle,
-            )
-            self._ledger.interrupt(termination)
-            log.error(
-                "instance %s left the group (%s) while recording %s",
-                node.instance_id,
-                lifecycle,
-                node.session,
-            )
-        else:
-            log.info("instance %s left the group (%s)", node.instance_id, lifecycle)
+        self._check_busy(node, lifecycle, now)
+        log.info("instance %s left the group (%s)", node.instance_id, lifecycle)
         await self._stop_node(node)
 
     async def _stop_node(self, node: Node) -> None:

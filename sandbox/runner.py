@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,7 +30,7 @@ from sandbox.controlplane import ControlPlane
 from sandbox.demand import DayPattern, Recording
 from sandbox.emulator import Emulator, bootstrap, list_keys, running_emulator
 from sandbox.fleet import AgentSettings, BootDelay, Fleet, free_port
-from sandbox.ledger import Ledger, Summary, summarize
+from sandbox.ledger import ActionEvent, Ledger, Summary, summarize
 from sandbox.traffic import Traffic
 from sandbox.view import Snapshot, render
 
@@ -257,26 +258,35 @@ async def _run(run: _Run, emulator: Emulator, show: Callable[[Snapshot], None]) 
     options = run.options
     await asyncio.to_thread(bootstrap, emulator, options.state, options.bucket)
     rng = random.Random(options.seed)
-    cp = ControlPlane(
-        config=options.scaled_config,
-        port=free_port(),
-        env=emulator.env(),
-        log_path=options.work_dir / "controller.log",
-        on_action=run.ledger.action,
-        on_problem=run.problem,
-        at=lambda wall: run.elapsed() - (time.time() - wall),
-    )
+    port, token = free_port(), secrets.token_urlsafe(24)
     fleet = Fleet(
         emulator=emulator,
         state=options.state,
         work_dir=options.work_dir,
-        agents=AgentSettings(controller_url=cp.url, bucket=options.bucket, region=options.region),
-        env={**emulator.env(), TOKEN_ENV: cp.token},
+        agents=AgentSettings(
+            controller_url=f"http://127.0.0.1:{port}", bucket=options.bucket, region=options.region
+        ),
+        env={**emulator.env(), TOKEN_ENV: token},
         boot_delay=options.boot_delay,
         rng=rng,
         ledger=run.ledger,
         clock=lambda: asyncio.get_running_loop().time(),
         on_problem=run.problem,
+    )
+
+    def on_action(event: ActionEvent) -> None:
+        run.ledger.action(event)
+        fleet.on_action(event)
+
+    cp = ControlPlane(
+        config=options.scaled_config,
+        port=port,
+        token=token,
+        env=emulator.env(),
+        log_path=options.work_dir / "controller.log",
+        on_action=on_action,
+        on_problem=run.problem,
+        at=lambda wall: run.elapsed() - (time.time() - wall),
     )
     traffic = Traffic(
         fleet=fleet, ledger=run.ledger, rng=rng, elapsed=run.elapsed, on_problem=run.problem

@@ -31,6 +31,8 @@ STATE_STYLES: Final = {
     "terminating": "dim",
     "standby": "dim",
 }
+NEGATIVE_CONDITIONS: Final = frozenset({"Degraded"})
+"""Conditions that are good when False."""
 SHOWN_COUNTS: Final = ("idle", "starting", "busy", "draining", "stale", "unknown")
 
 
@@ -138,13 +140,24 @@ def _pool_panel(pool: Mapping[str, Any], sims: Mapping[str, SimInstance]) -> Ren
             "-" if sim is None else (sim.jibri if sim.phase == "running" else sim.phase),
             "" if sim is None else str(sim.recordings),
         )
-    failing = [
-        c for c in pool.get("conditions", []) if c.get("status") == "False" and c.get("message")
-    ]
     parts: list[RenderableType] = [line, by_state, table]
-    parts += [Text(f"{c['type']}: {c['message']}", style="red") for c in failing]
+    parts += [_condition(c) for c in pool.get("conditions", [])]
     title = f"pool {pool.get('name', '?')} (ASG {group.get('name', '?')})"
     return Panel(Group(*parts), title=title, title_align="left")
+
+
+def _condition(condition: Mapping[str, Any]) -> Text:
+    kind, status = str(condition.get("type", "?")), str(condition.get("status", "?"))
+    if kind in NEGATIVE_CONDITIONS:
+        style = {"True": "red", "False": "green"}.get(status, "yellow")
+    else:
+        style = {"True": "green", "False": "yellow"}.get(status, "yellow")
+    if kind == "Reconciled" and status == "False":
+        style = "red"
+    return Text.assemble(
+        (f"{kind} {status}", style),
+        (f"  {condition.get('reason', '')}: {condition.get('message', '')}", "dim"),
+    )
 
 
 def _actions_panel(actions: Sequence[ActionEvent]) -> RenderableType:

@@ -111,7 +111,7 @@ def test_view_shows_recording_counts_and_failing_conditions() -> None:
     text = _text(_snapshot())
     assert "served 9   missed 1   recording now 2   finished 7   in the bucket 6" in text
     assert "busy instances terminated 0" in text
-    assert "Reconciled: 2 failed pass(es) in a row (throttled): slow down" in text
+    assert "Reconciled False  ReconcileFailing: 2 failed pass(es) in a row (throttled)" in text
 
 
 def test_view_waits_for_the_controller_without_status() -> None:
