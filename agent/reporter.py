@@ -84,6 +84,7 @@ class Reporter:
         self.last_success_at = monotonic()
         """Monotonic time of the last accepted report (the start, before the first one)."""
         self._log = Transitions(log, f"reports to {self._url}")
+        self._ever_reachable = False
 
     def silent_for(self) -> float:
         """Seconds since the controller last accepted a report (or since the agent started)."""
@@ -170,8 +171,11 @@ class Reporter:
         if reachable:
             self.last_success_at = self._monotonic()
             self._metrics.last_report_success.set(time.time())
+        if reachable and not self._ever_reachable:
+            self._ever_reachable = True
+            log.info("the controller at %s accepted the first report", self._url)
         if attempt.outcome == "ok":
-            self._log.ok("accepted")
+            self._log.ok("accepted again")
         elif attempt.outcome == "unmanaged":
             self._log.failed(
                 "unmanaged",

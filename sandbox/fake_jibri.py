@@ -84,6 +84,9 @@ class FakeJibri:
         self.exited = asyncio.Event()
         self.recording: _Recording | None = None
         self.finalized: list[Path] = []
+        self.history: list[tuple[str, float, float]] = []
+        """Finished recordings: (session id, start, end) in wall-clock seconds."""
+        self.shutdown_calls = 0
         self.before_shutdown: list[Callable[[], Awaitable[None]]] = []
         """Awaited when a gracefulShutdown arrives, before Jibri acts on it (races in tests)."""
         self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
@@ -208,6 +211,7 @@ class FakeJibri:
         if self.finalize_command is not None:
             await self._finalize(recording)
         self.busy_status = "EXPIRED" if self.single_use else "IDLE"
+        self.history.append((recording.session_id, recording.started_at, time.time()))
         log.info("%s finished %s", self.jibri_id, recording.session_id)
         self._changed()
         if self.shutdown_requested:
@@ -276,6 +280,7 @@ class FakeJibri:
         return web.json_response(body)
 
     async def _graceful_shutdown(self, request: web.Request) -> web.Response:
+        self.shutdown_calls += 1
         for hook in list(self.before_shutdown):
             await hook()
         if not self.shutdown_requested:

@@ -161,8 +161,8 @@ async def test_wrong_token_logs_once_and_keeps_reporting(
         rig.controller.token = "s3cret"
         await eventually(lambda: rig.count("ok") >= 2, what="accepted reports")
     lines = [r.getMessage() for r in caplog.records if r.name == "agent.reporter"]
-    assert len(lines) == 2, lines
-    assert "401" in lines[0] and "accepted" in lines[1]
+    assert len(lines) == 3, lines
+    assert "401" in lines[0] and "first report" in lines[1] and "accepted again" in lines[2]
 
 
 async def test_unreachable_controller_gives_up_after_one_interval(rig: Rig) -> None:

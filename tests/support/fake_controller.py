@@ -23,6 +23,8 @@ class FakeController:
         self.replies: deque[tuple[int, str]] = deque()
         self.delay = 0.0
         self.attempts = 0
+        self.failing_with: int | None = None
+        """Answer every report with this HTTP status (e.g. 500) until reset to None."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -35,6 +37,8 @@ class FakeController:
         if self.replies:
             status, body = self.replies.popleft()
             return web.Response(status=status, text=body, content_type="application/json")
+        if self.failing_with is not None:
+            return web.json_response({"error": "scripted failure"}, status=self.failing_with)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.json_response({"error": "unauthorized"}, status=401)
         report = Report.model_validate_json(await request.read())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -38,6 +38,21 @@ async def eventually(
     """Poll `check` until it holds; fail with `what` after a generous `within` seconds."""
     deadline = time.monotonic() + within
     while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what or check}")
+        await asyncio.sleep(interval)
+
+
+async def eventually_async(
+    check: Callable[[], Awaitable[object]],
+    *,
+    within: float = 20.0,
+    interval: float = 0.1,
+    what: str = "",
+) -> None:
+    """Like `eventually`, for a check that must be awaited (such as an HTTP request)."""
+    deadline = time.monotonic() + within
+    while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within:.0f} s waiting for {what or check}")
         await asyncio.sleep(interval)
