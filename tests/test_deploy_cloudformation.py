@@ -317,3 +317,26 @@ def test_rules_require_the_controller_inputs() -> None:
     """The template refuses ecs without an image and external without a URL."""
     rules = yaml.safe_dump(load_template()["Rules"])
     assert "ControllerImage" in rules and "ControllerUrl" in rules
+
+
+def test_walkthrough_names_real_parameters_and_files() -> None:
+    """deploy/README.md uses only parameters the template has and files that exist."""
+    readme = (REPO / "deploy" / "README.md").read_text(encoding="utf-8")
+    parameters = set(load_template()["Parameters"])
+    block = re.search(r"--parameter-overrides \\\n((?:.*\\\n)*.*\n)", readme)
+    assert block, "no --parameter-overrides in the walkthrough"
+    overrides = re.findall(r"\b([A-Z][A-Za-z]+)=", block.group(1))
+    assert {"JibriAmiId", "ControllerImage"} <= set(overrides) <= parameters
+    assert re.findall(r"\b([A-Z][A-Za-z]+)=", readme)
+    section = readme.split("| parameter | default | meaning |", 1)[1].split("\n\n", 1)[0]
+    table = re.findall(r"^\| (`[^|]+)\|", section, re.M)
+    named = {n for cell in table for n in re.findall(r"[A-Z][A-Za-z]+", cell)}
+    assert named and named <= parameters
+    for path in re.findall(
+        r"`((?:cloudformation|jibri|systemd|prometheus|grafana)/[^`\s]+)`", readme
+    ):
+        assert (REPO / "deploy" / path).exists(), path
+    for path in re.findall(r"\b(deploy/[\w./-]+\.(?:yaml|yml|sh|json|service))", readme):
+        assert (REPO / path).exists(), path
+    for output in re.findall(r"`(\w+)` output", readme):
+        assert output in load_template()["Outputs"], output
