@@ -242,7 +242,7 @@ class ObjectUploader:
                 )
                 record.parts[number] = PartRecord(etag=etag, checksum=digest, size=length)
                 self._metrics.bytes.inc(length)
-                await store.save()
+            await store.save()
 
         try:
             async with asyncio.TaskGroup() as group:

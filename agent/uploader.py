@@ -136,6 +136,7 @@ class Uploader:
         store = StateStore(entry)
         metadata = object_metadata(info.session, read_meeting_url(entry))
         total = 0
+        started = asyncio.get_running_loop().time()
         try:
             for rel in files:
                 key = self._keys.render(
@@ -152,12 +153,15 @@ class Uploader:
             log.error("recording %s is in S3 but cannot be deleted: %s", info.session, error)
             return False
         self._metrics.uploads.labels("success").inc()
+        took = asyncio.get_running_loop().time() - started
         log.info(
-            "uploaded recording %s: %d objects, %d bytes, to s3://%s",
+            "uploaded recording %s to s3://%s: %d objects, %d bytes in %.2f s (%.1f MiB/s)",
             info.session,
+            self._config.bucket,
             len(files),
             total,
-            self._config.bucket,
+            took,
+            total / 2**20 / max(took, 1e-6),
         )
         return True
 

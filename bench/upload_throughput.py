@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
 import shutil
 import socket
 import statistics
@@ -39,6 +41,10 @@ class Result:
     runs: int
     agent_seconds: list[float]
     awscli_seconds: list[float]
+    agent_cpu_seconds: list[float]
+    awscli_cpu_seconds: list[float]
+    agent_upload_only_seconds: list[float]
+    """The agent's own measure, from its log: the upload without interpreter start-up."""
     agent_mib_s: float
     awscli_mib_s: float
     ratio: float
@@ -125,7 +131,29 @@ def check_object(s3: Any, size: int, prefix: str) -> None:
         raise SystemExit(f"upload under {prefix} is wrong: objects of sizes {sizes}")
 
 
-def run_agent(endpoint: str, work: Path, source: Path, args: argparse.Namespace, n: int) -> float:
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float
+    """User + system CPU seconds of the process: steadier than wall time on a busy host."""
+    output: str
+
+
+def timed(command: list[str], env: dict[str, str]) -> Timing:
+    """Wall and CPU seconds of running `command` to its end, and what it printed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Timing(wall, cpu, done.stdout + done.stderr)
+
+
+_UPLOAD_ONLY = re.compile(r"bytes in ([0-9.]+) s")
+
+
+def run_agent(endpoint: str, work: Path, source: Path, args: argparse.Namespace, n: int) -> Timing:
     """Hand a hard link of `source` to a fresh spool and time `upload_main --once`."""
     spool = work / "spool"
     shutil.rmtree(spool, ignore_errors=True)
@@ -141,21 +169,17 @@ def run_agent(endpoint: str, work: Path, source: Path, args: argparse.Namespace,
         env=aws_env(endpoint),
     )
     command = [sys.executable, "-m", "agent.upload_main", "--once", "--spool-dir", str(spool)]
-    command += ["--bucket", BUCKET, "--prefix", "agent", "--log-level", "warning"]
+    command += ["--bucket", BUCKET, "--prefix", "agent", "--log-level", "info"]
     command += ["--part-size", f"{args.part_size_mib}MiB", "--concurrency", str(args.concurrency)]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, env=aws_env(endpoint))
-    return time.perf_counter() - started
+    command += ["--checksum-algorithm", args.checksum_algorithm]
+    return timed(command, aws_env(endpoint))
 
 
-def run_awscli(endpoint: str, aws: Path, source: Path, n: int) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [str(aws), "s3", "cp", "--only-show-errors", str(source), f"s3://{BUCKET}/awscli/{n}.mp4"],
-        check=True,
-        env=aws_env(endpoint),
+def run_awscli(endpoint: str, aws: Path, source: Path, n: int) -> Timing:
+    target = f"s3://{BUCKET}/awscli/{n}.mp4"
+    return timed(
+        [str(aws), "s3", "cp", "--only-show-errors", str(source), target], aws_env(endpoint)
     )
-    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--part-size-mib", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--checksum-algorithm", choices=["SHA256", "CRC32C"], default="SHA256")
     parser.add_argument("--work-dir", type=Path, default=REPO / "out" / "bench-upload")
     args = parser.parse_args(argv)
     work: Path = args.work_dir.resolve()
@@ -184,17 +209,29 @@ def main(argv: list[str] | None = None) -> int:
 
     agent_times: list[float] = []
     awscli_times: list[float] = []
+    agent_cpu: list[float] = []
+    awscli_cpu: list[float] = []
+    agent_only: list[float] = []
     with moto_server() as endpoint:
         for n in range(args.runs):
             s3 = reset(endpoint)
-            agent_times.append(run_agent(endpoint, work, source, args, n))
+            timing = run_agent(endpoint, work, source, args, n)
+            agent_times.append(timing.wall)
+            agent_cpu.append(timing.cpu)
+            found = _UPLOAD_ONLY.search(timing.output)
+            if found is None:
+                raise SystemExit(f"the agent's uploader did not log its upload:\n{timing.output}")
+            agent_only.append(float(found[1]))
             check_object(s3, size, "agent/")
             s3 = reset(endpoint)
-            awscli_times.append(run_awscli(endpoint, aws, source, n))
+            timing = run_awscli(endpoint, aws, source, n)
+            awscli_times.append(timing.wall)
+            awscli_cpu.append(timing.cpu)
             check_object(s3, size, "awscli/")
             print(
-                f"run {n + 1}/{args.runs}: agent {agent_times[-1]:.2f} s, "
-                f"awscli {awscli_times[-1]:.2f} s",
+                f"run {n + 1}/{args.runs}: agent {agent_times[-1]:.2f} s "
+                f"(cpu {agent_cpu[-1]:.2f} s), awscli {awscli_times[-1]:.2f} s "
+                f"(cpu {awscli_cpu[-1]:.2f} s)",
                 file=sys.stderr,
             )
     agent_rate = size / MiB / statistics.median(agent_times)
@@ -204,13 +241,16 @@ def main(argv: list[str] | None = None) -> int:
         runs=args.runs,
         agent_seconds=[round(t, 3) for t in agent_times],
         awscli_seconds=[round(t, 3) for t in awscli_times],
+        agent_cpu_seconds=[round(t, 3) for t in agent_cpu],
+        awscli_cpu_seconds=[round(t, 3) for t in awscli_cpu],
+        agent_upload_only_seconds=[round(t, 3) for t in agent_only],
         agent_mib_s=round(agent_rate, 1),
         awscli_mib_s=round(awscli_rate, 1),
         ratio=round(agent_rate / awscli_rate, 2),
         agent_settings={
             "part_size_mib": args.part_size_mib,
             "concurrency": args.concurrency,
-            "checksum": "SHA256",
+            "checksum": args.checksum_algorithm,
             "verify": "HeadObject",
         },
         awscli_settings={"multipart_chunksize_mib": 8, "max_concurrent_requests": 10},
@@ -220,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  agent uploader: {result.agent_mib_s:8.1f} MiB/s  {result.agent_seconds}")
     print(f"  aws s3 cp:      {result.awscli_mib_s:8.1f} MiB/s  {result.awscli_seconds}")
     print(f"  ratio agent/awscli: {result.ratio:.2f}")
+    only = size / MiB / statistics.median(agent_only)
+    print(f"  agent, upload only (no interpreter start-up): {only:.1f} MiB/s")
+    print(
+        f"  client CPU, median: agent {statistics.median(agent_cpu):.2f} s, "
+        f"awscli {statistics.median(awscli_cpu):.2f} s"
+    )
     text = json.dumps(asdict(result), indent=2)
     (work / "result.json").write_text(text + "\n")
     print(text)
