@@ -267,6 +267,15 @@ def build_options(args: argparse.Namespace, headless: bool) -> RunOptions:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Only before the run's own handlers are in place: nothing has started yet.
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     headless = args.headless or not sys.stdout.isatty()
     try:
