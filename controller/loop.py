@@ -81,6 +81,10 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
+def error_text(exc: BaseException) -> str:
+    return str(exc) or repr(exc)
+
+
 class PoolRunner:
     """One pool's loop and what /status and /healthz need to know about it."""
 
@@ -205,7 +209,7 @@ class PoolRunner:
             except Exception as exc:
                 kind = error_kind(exc)
                 self._controller.metrics.reconcile_errors_total.labels(self.name, kind).inc()
-                self.step_errors[step_name] = str(exc) or repr(exc)
+                self.step_errors[step_name] = error_text(exc)
                 event(
                     log,
                     "extra step failed",
@@ -213,7 +217,7 @@ class PoolRunner:
                     pool=self.name,
                     step=step_name,
                     kind=kind,
-                    error=str(exc) or repr(exc),
+                    error=self.step_errors[step_name],
                     exc_info=exc if kind == "internal" else False,
                 )
             else:
@@ -231,7 +235,7 @@ class PoolRunner:
     def _failed(self, exc: Exception) -> None:
         kind = error_kind(exc)
         self.failures += 1
-        self.last_error, self.last_error_kind = str(exc) or repr(exc), kind
+        self.last_error, self.last_error_kind = error_text(exc), kind
         self._controller.metrics.reconcile_errors_total.labels(self.name, kind).inc()
         event(
             log,
