@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import EXIT_USAGE, main
-from agent.settings import Listen, SettingsError, load_settings
+from agent.settings import OPTIONS, Listen, SettingsError, load_settings
 
 BASE = {"JIBRI_AUTOSCALER_TOKEN": "s3cret", "JIBRI_AGENT_CONTROLLER_URL": "http://ctl:8080"}
 
@@ -105,3 +105,11 @@ def test_run_help_lists_flags_with_their_variables() -> None:
     assert process.returncode == 0
     for text in ("--controller", "JIBRI_AGENT_CONTROLLER_URL", "--fallback", "default 60s"):
         assert text in process.stdout
+
+
+def test_every_flag_is_documented() -> None:
+    """docs/agent.md (or recordings.md for uploads) names every flag and its variable."""
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "agent.md").read_text() + (docs / "recordings.md").read_text()
+    missing = [o.flag for o in OPTIONS if o.flag not in text or o.env not in text]
+    assert not missing
