@@ -167,7 +167,12 @@ async def serve(options: RunOptions, state: DesiredState, loaded: str) -> None:
     stopping = False
     reload_task = None
     try:
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}"
+            ) from exc
         controller.start()
         reload_task = guarded_task(watcher.run(), name="config-watcher", may_end=lambda: stopping)
         event(

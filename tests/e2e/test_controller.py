@@ -252,3 +252,18 @@ def test_dry_run_plans_and_logs_but_changes_nothing(emulator: Emulator, tmp_path
     after = group(emulator)
     assert after["DesiredCapacity"] == 1
     assert [i["ProtectedFromScaleIn"] for i in after["Instances"]] == [False]
+
+
+def test_address_in_use_is_a_clear_error(emulator: Emulator, tmp_path: Path) -> None:
+    """A --listen address that is taken stops the controller with a message, not a traceback."""
+    create_asg(emulator, GROUP, min_size=0, max_size=3, desired=1)
+    config = tmp_path / "pools.yaml"
+    config.write_text(pool_yaml(target_free=1))
+    with running_controller(emulator, config) as controller:
+        taken = controller.url.removeprefix("http://")
+        clash = run_command(
+            ["run", "--config", str(config), "--listen", taken], controller_env(emulator)
+        )
+    assert clash.returncode == 1
+    assert f"error: cannot listen on {taken.rpartition(':')[0]}" in clash.stderr
+    assert "Traceback" not in clash.stderr
