@@ -326,11 +326,14 @@ class AioS3:
 
 
 def client_config(concurrency: int) -> AioConfig:
+    # Every body carries its own signed x-amz-checksum-* header, which S3 checks, so the SigV4
+    # payload hash would be a second SHA256 of every byte, computed on the event loop.
     return AioConfig(
         retries={"mode": "standard", "max_attempts": 1},
         connect_timeout=5,
         read_timeout=60,
         max_pool_connections=max(10, concurrency + 2),
+        s3={"payload_signing_enabled": False},
     )
 
 

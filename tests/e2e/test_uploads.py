@@ -24,6 +24,8 @@ import crc32c
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from agent.checksums import ChecksumAlgorithm, checksum
+from agent.s3client import open_s3
 from agent.spool import STATE_NAME, Spool, parse_entry_name
 from sandbox.fake_jibri import FakeJibri
 from tests.support.aws import Emulator
@@ -368,3 +370,36 @@ def test_a_missing_bucket_sends_the_recording_to_failed(tmp_path: Path, emulator
     [failed] = spool.failed_entries()
     assert failed.name == entry.name and digests(failed) == expected
     assert spool.pending_count() == 1
+
+
+async def test_the_body_checksum_is_signed_instead_of_the_payload(
+    emulator: Emulator, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies are not hashed twice: the payload goes unsigned, but its checksum header is
+    signed, so S3 still rejects a body changed on the way."""
+    for name, value in emulator.env().items():
+        monkeypatch.setenv(name, value)
+    seen: list[dict[str, str]] = []
+    body = b"recording bytes"
+    async with open_s3(BUCKET, ChecksumAlgorithm.SHA256) as client:
+        client._client.meta.events.register(
+            "before-send.s3.PutObject",
+            lambda request, **_: seen.append(
+                {
+                    k.lower(): v.decode() if isinstance(v, bytes) else v
+                    for k, v in request.headers.items()
+                }
+            ),
+        )
+        await client.put_object(
+            key="k",
+            body=body,
+            checksum=checksum(ChecksumAlgorithm.SHA256, body),
+            content_type="video/mp4",
+            metadata={},
+        )
+    [headers] = seen
+    assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert "x-amz-checksum-sha256" in signed
+    assert s3.get_object(Bucket=BUCKET, Key="k")["Body"].read() == body
