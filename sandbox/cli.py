@@ -222,6 +222,8 @@ def _log_to(path: Path) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # A warning printed to the terminal would tear the live view.
+    logging.captureWarnings(True)
 
 
 def build_options(args: argparse.Namespace, headless: bool) -> RunOptions:
