@@ -2,7 +2,7 @@
 
 Pure: no await, no clock read, no I/O. Level-triggered: it reads only the observation, so the
 same observation always yields the same plan. Actions come out in the order they must run:
-bounds, protection, terminations, capacity, drains, lifecycle.
+protection, bounds, terminations, capacity, drains, lifecycle.
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
     ctx = _Context(spec, observed, now, derived, observing_only=startup and any_unknown)
 
     actions: list[Action] = []
-    actions.extend(_bounds(ctx))
+    # Protection lands first: lowering MaxSize below desired lets AWS pick what to remove.
     actions.extend(_protection(ctx))
+    actions.extend(_bounds(ctx))
     terminations = _terminations(ctx)
     actions.extend(terminations)
     capacity, scaled = _capacity(ctx, terminations)

@@ -466,3 +466,14 @@ def test_requeue_never_beyond_resync() -> None:
     fleet.add_many(range(2), report("BUSY", age=0))
     fleet.add_many(range(2, 4), report("IDLE", idle_for=10_000, age=0))
     assert plan(spec(resync="15s"), fleet.observed(), NOW).requeue_after == pytest.approx(15.0)
+
+
+def test_protection_lands_before_bounds_change() -> None:
+    """Busy instances are protected before MaxSize is lowered, so AWS cannot pick them."""
+    fleet = Fleet(max_size=12, desired=8)
+    busy = fleet.add_many(range(8), report("BUSY"))
+    result = plan(spec(capacity={"min": 1, "max": 5}), fleet.observed(), NOW)
+    kinds = [type(a) for a in result.actions]
+    assert kinds[0] is SetProtection and SetBounds in kinds
+    assert kinds.index(SetProtection) < kinds.index(SetBounds)
+    assert protected_ids(result) == set(busy)
