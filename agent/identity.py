@@ -19,6 +19,10 @@ TOKEN_TTL_SECONDS: Final = 300
 _TOKEN_PATH: Final = "/latest/api/token"
 _INSTANCE_ID_PATH: Final = "/latest/meta-data/instance-id"
 _REGION_PATH: Final = "/latest/meta-data/placement/region"
+_HINT: Final = (
+    "run on EC2 with IMDS enabled, or set --instance-id and --region "
+    "(JIBRI_AGENT_INSTANCE_ID, JIBRI_AGENT_REGION)"
+)
 
 
 class IdentityError(Exception):
@@ -53,7 +57,10 @@ class _Imds:
                 if response.status >= 500 or response.status == 429:
                     raise _Transient(f"{method} {url}: HTTP {response.status}")
                 if response.status != 200:
-                    raise IdentityError(f"{method} {url}: HTTP {response.status}")
+                    raise IdentityError(
+                        f"the instance metadata service answered {method} {url} with HTTP "
+                        f"{response.status}; {_HINT}"
+                    )
                 return text.strip()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _Transient(f"{method} {url}: {exc!r}") from exc
@@ -94,9 +101,7 @@ async def resolve_identity(
                 found_region = region or (await imds.get(_REGION_PATH) if need_region else None)
     except _Transient as exc:
         raise IdentityError(
-            f"the instance metadata service did not answer ({exc}); run on EC2 with IMDS "
-            "enabled, or set --instance-id and --region (JIBRI_AGENT_INSTANCE_ID, "
-            "JIBRI_AGENT_REGION)"
+            f"the instance metadata service did not answer ({exc}); {_HINT}"
         ) from exc
     if not INSTANCE_ID_RE.match(found_id):
         raise IdentityError(f"the metadata service gave an invalid instance id {found_id!r}")

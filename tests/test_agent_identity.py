@@ -137,3 +137,12 @@ async def test_invalid_instance_ids_are_rejected(
     fake.instance_id = served
     with pytest.raises(IdentityError, match="instance id"):
         await resolve_identity(session, instance_id=override, region="us-east-1", imds_url=url)
+
+
+async def test_imds_refusal_is_a_clear_error(
+    imds: tuple[_Imds, str, aiohttp.ClientSession],
+) -> None:
+    """A metadata service that refuses (here: no token route) says so, with the override hint."""
+    _, url, session = imds
+    with pytest.raises(IdentityError, match=r"HTTP 404.*--instance-id"):
+        await resolve_identity(session, instance_id=None, region=None, imds_url=url + "/nope")

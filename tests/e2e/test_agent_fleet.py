@@ -14,7 +14,7 @@ from sandbox.fake_jibri import FakeJibri
 from tests.support.agent_process import Recorder, agent_env, make_recorder, shutdown
 from tests.support.aws import Emulator, create_asg
 from tests.support.controller import TOKEN, RunningController, pool_yaml, running_controller
-from tests.support.loopback import eventually
+from tests.support.loopback import eventually, eventually_async
 
 pytestmark = pytest.mark.e2e
 
@@ -71,6 +71,13 @@ async def start_fleet(
     return recorders
 
 
+async def states(controller: RunningController, ids: list[str], wanted: str) -> bool:
+    """Whether the controller's /status shows every one of `ids` in state `wanted`."""
+    _, document = await asyncio.to_thread(controller.get_json, "/status")
+    seen = {i["instanceId"]: i["state"] for p in document["pools"] for i in p["instances"]}
+    return all(seen.get(i) == wanted for i in ids)
+
+
 def one_shot_race(jibri: FakeJibri, session_id: str, duration: float | None) -> None:
     """The drain race: a recording starts just before the graceful shutdown lands."""
 
@@ -93,8 +100,9 @@ async def test_recording_protects_and_scales_out(emulator: Emulator, tmp_path: P
             await eventually(
                 lambda: all(r.jibri._pushers for r in recorders), what="webhook pushers"
             )
-            # Past the controller's start-up window, the pool is steady: 2 idle, 2 desired.
-            await asyncio.sleep(6)
+            await eventually_async(
+                lambda: states(controller, ids, "idle"), within=60, what="both seen idle"
+            )
             assert watch.latest[0] == 2 and not controller.actions("scale-out")
             started = time.time()
             await recorders[0].jibri.start_recording("e2e-1")
