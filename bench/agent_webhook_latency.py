@@ -63,7 +63,7 @@ async def measure(path: str, trials: int, root: Path) -> list[float]:
                 ("--poll-interval", poll, "--report-interval", "60s", "--log-level", "warning"),
             )
             await eventually(
-                lambda: bool(controller.reports) and (path == "poll" or bool(jibri._pushers)),
+                lambda: bool(controller.reports) and jibri.pushing,
                 what="the first report",
             )
             await asyncio.sleep(0.5)

@@ -143,6 +143,15 @@ class FakeJibri:
         await self._serve_api()
         self._changed()
 
+    @property
+    def pushing(self) -> bool:
+        """Every subscriber has its pusher running (changes from now on reach them)."""
+        return all(url in self._pushers for url in self._queues)
+
+    async def crash(self) -> None:
+        """Stop serving at once, mid-recording or not, as a killed Jibri process would."""
+        await self._exit()
+
     async def close(self) -> None:
         """Stop everything, in-flight recordings included, without finalizing."""
         if self.recording is not None and self.recording.timer is not None:

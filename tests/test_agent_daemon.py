@@ -82,7 +82,7 @@ async def test_a_pushed_change_is_reported_without_polling(rig: Rig) -> None:
     controller: the webhook push triggers the report."""
     async with agent(rig.settings(report_interval="1h", poll_interval="1h")):
         await eventually(lambda: rig.last is not None, what="the first report")
-        await eventually(lambda: rig.jibri._pushers != {}, what="the fake's pusher")
+        await eventually(lambda: rig.jibri.pushing, what="the fake's pusher")
         await rig.jibri.start_recording("s1")
         await eventually(lambda: rig.last.jibri.busyStatus is BusyStatus.BUSY, what="BUSY report")
 

@@ -55,7 +55,7 @@ async def test_jibri_and_controller_faults_are_survived(tmp_path: Path) -> None:
                 what="IDLE again",
             )
 
-            await recorder.jibri._exit()
+            await recorder.jibri.crash()
             await eventually(
                 lambda: controller.reports[-1].jibri.healthStatus.value == "UNKNOWN",
                 what="UNKNOWN while Jibri is down",

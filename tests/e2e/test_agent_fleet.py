@@ -98,7 +98,7 @@ async def test_recording_protects_and_scales_out(emulator: Emulator, tmp_path: P
         recorders = await start_fleet(emulator, controller, ids, tmp_path, "--poll-interval", "30s")
         try:
             await eventually(
-                lambda: all(r.jibri._pushers for r in recorders), what="webhook pushers"
+                lambda: all(r.jibri.pushing for r in recorders), what="webhook pushers"
             )
             await eventually_async(
                 lambda: states(controller, ids, "idle"), within=60, what="both seen idle"
