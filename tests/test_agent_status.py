@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from agent import logs
 from agent.jibri import UNKNOWN, Outcome, Probe
 from agent.metrics import AgentMetrics
 from agent.status import Board
@@ -149,3 +151,20 @@ async def test_a_task_that_returns_is_reported() -> None:
         return None
 
     assert await run_until_stopped([NamedTask("quits", quits)], asyncio.Event()) is False
+
+
+def test_json_log_lines_are_one_object_each() -> None:
+    """--log-format json writes one JSON object per line, with level, logger and event."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logs.configure("info", "json", stream)
+        logging.getLogger("agent.test").warning("jibri health: %s", "unreachable")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    (line,) = stream.getvalue().splitlines()
+    document = json.loads(line)
+    assert (document["level"], document["logger"]) == ("warning", "agent.test")
+    assert document["event"] == "jibri health: unreachable"
