@@ -176,7 +176,9 @@ async def _serving(app: web.Application, listen: Listen, what: str) -> AsyncIter
             await site.start()
         except OSError as exc:
             raise StartupError(f"cannot serve {what} on {listen}: {exc.strerror}") from exc
-        log.info("serving %s on %s", what, listen)
+        # With port 0 (tests, the sandbox) the log names the port actually taken.
+        bound = ", ".join(f"{a[0]}:{a[1]}" for a in runner.addresses if isinstance(a, tuple))
+        log.info("serving %s on %s", what, bound or listen)
         yield
     finally:
         await runner.cleanup()
