@@ -73,6 +73,11 @@ def _reported_state(
     if report.busy is BusyStatus.BUSY or uploading:
         detail = f"{report.pending_uploads} uploads pending" if uploading else "recording"
         return InstanceState.BUSY, False, detail
+    if not report.jibri_seen:
+        # The agent is up but its Jibri has never answered: still booting, not unhealthy.
+        if now - _boot_started(spec, observed, instance_id, now) >= spec.instances.bootTimeout:
+            return InstanceState.FAILED_BOOT, True, "Jibri never answered within bootTimeout"
+        return InstanceState.STARTING, False, "agent up, waiting for Jibri"
     if report.busy is BusyStatus.EXPIRED:
         return InstanceState.EXPIRED, True, "single-use Jibri has expired"
     if report.health is not HealthStatus.HEALTHY or report.busy is BusyStatus.UNKNOWN:

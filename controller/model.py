@@ -90,6 +90,9 @@ class ReportView:
     """Receive time of the first report of the current IDLE/HEALTHY/no-uploads streak."""
     unhealthy_since: float | None = None
     """Receive time of the first report of the current not-HEALTHY streak."""
+    jibri_seen: bool = True
+    """Whether any report from this instance has shown Jibri answering (busyStatus known).
+    An agent that starts before its Jibri reports UNKNOWN: that instance is still booting."""
 
 
 @dataclass(frozen=True)

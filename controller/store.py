@@ -90,6 +90,8 @@ class ReportStore:
             pending_uploads=report.pendingUploads,
             idle_since=idle_since if idle else None,
             unhealthy_since=unhealthy_since if unhealthy else None,
+            jibri_seen=(previous is not None and previous.jibri_seen)
+            or report.jibri.busyStatus is not BusyStatus.UNKNOWN,
         )
         entry = _Entry(report.bootId, report.seq, view)
         if managed:

@@ -53,6 +53,18 @@ def protected_ids(result: Plan) -> set[str]:
         ),
         pytest.param(report("IDLE", "UNHEALTHY"), {}, InstanceState.UNHEALTHY, id="unhealthy"),
         pytest.param(report("UNKNOWN", "UNKNOWN"), {}, InstanceState.UNHEALTHY, id="jibri-down"),
+        pytest.param(
+            report("UNKNOWN", "UNKNOWN", jibri_seen=False),
+            {"seen": NOW - 30},
+            InstanceState.STARTING,
+            id="agent-up-before-jibri",
+        ),
+        pytest.param(
+            report("UNKNOWN", "UNKNOWN", jibri_seen=False),
+            {"seen": NOW - 601},
+            InstanceState.FAILED_BOOT,
+            id="jibri-never-up",
+        ),
         pytest.param(report("IDLE", age=31), {}, InstanceState.STALE, id="stale"),
         pytest.param(report("IDLE", draining=True), {}, InstanceState.DRAINING, id="draining"),
         pytest.param(report("BUSY", draining=True), {}, InstanceState.DRAINING, id="drain-busy"),
@@ -477,3 +489,11 @@ def test_protection_lands_before_bounds_change() -> None:
     assert kinds[0] is SetProtection and SetBounds in kinds
     assert kinds.index(SetProtection) < kinds.index(SetBounds)
     assert protected_ids(result) == set(busy)
+
+
+def test_agent_reporting_before_jibri_causes_no_scale_out() -> None:
+    """A new instance whose agent reports before Jibri is up counts as starting, not missing."""
+    fleet = Fleet()
+    fleet.add(1, report("IDLE"))
+    fleet.add(2, report("UNKNOWN", "UNKNOWN", jibri_seen=False), seen=NOW - 10)
+    assert of(plan(spec(), fleet.observed(), NOW), SetDesiredCapacity) == []

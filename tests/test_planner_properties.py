@@ -35,6 +35,7 @@ reports = st.one_of(
         draining=st.booleans(),
         drained=st.booleans(),
         pending_uploads=st.sampled_from([0, 0, 0, 1, 3]),
+        jibri_seen=st.booleans(),
     ),
 )
 

@@ -147,3 +147,28 @@ def test_release_forgets_managed_instance() -> None:
     store.accept(report(1), 1.0, managed=True)
     store.release([IID])
     assert store.get(IID) is None and len(store) == 0
+
+
+def test_jibri_seen_sticks_once_jibri_answered() -> None:
+    """jibri_seen is false until a report shows Jibri answering, then stays true."""
+    store = ReportStore()
+    first = Report.model_validate(
+        {
+            "instanceId": "i-0123456789abcdef0",
+            "bootId": "b",
+            "seq": 1,
+            "jibri": {"busyStatus": "UNKNOWN", "healthStatus": "UNKNOWN"},
+        }
+    )
+    store.accept(first, 1.0, managed=True)
+    assert store.get(first.instanceId).jibri_seen is False  # type: ignore[union-attr]
+    up = first.model_copy(
+        update={
+            "seq": 2,
+            "jibri": JibriStatus(busyStatus=BusyStatus.IDLE, healthStatus=HealthStatus.HEALTHY),
+        }
+    )
+    store.accept(up, 2.0, managed=True)
+    down = first.model_copy(update={"seq": 3})
+    store.accept(down, 3.0, managed=True)
+    assert store.get(first.instanceId).jibri_seen is True  # type: ignore[union-attr]

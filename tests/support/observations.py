@@ -50,6 +50,7 @@ def report(
     draining: bool = False,
     drained: bool = False,
     pending_uploads: int = 0,
+    jibri_seen: bool = True,
 ) -> ReportView:
     received = now - age
     busy_status, health_status = BusyStatus(busy), HealthStatus(health)
@@ -72,6 +73,7 @@ def report(
         unhealthy_since=(now - (unhealthy_for if unhealthy_for is not None else age))
         if unhealthy
         else None,
+        jibri_seen=jibri_seen,
     )
 
 
