@@ -309,3 +309,29 @@ def test_finalize_returns_quickly(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 0
     with capsys.disabled():
         print(f"\nfinalize (in process): {elapsed * 1000:.1f} ms")
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        pytest.param("options-first", id="options-first"),
+        pytest.param("directory-first", id="directory-first"),
+    ],
+)
+def test_python_m_agent_finalize_takes_options_in_any_order(tmp_path: Path, order: str) -> None:
+    """`python -m agent finalize` spools the recording whether options come before or after DIR."""
+    recording = make_recording(tmp_path / "rec")
+    spool = tmp_path / "spool"
+    options = ["--spool-dir", str(spool)]
+    argv = [*options, str(recording)] if order == "options-first" else [str(recording), *options]
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "finalize", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not recording.exists()
+    assert Spool(spool).pending_count() == 1
