@@ -6,35 +6,20 @@ logs one line when the failure starts or changes kind, and one when it clears.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
-from typing import IO, Any, Literal
+from typing import IO, Literal
+
+from controller.logs import JsonFormatter
 
 LogFormat = Literal["text", "json"]
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": round(record.created, 6),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        if record.exc_info:
-            line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
 
 
 def configure(level: str = "info", fmt: LogFormat = "text", stream: IO[str] | None = None) -> None:
     """Send every record of the process to `stream` (stderr by default) in `fmt`."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
