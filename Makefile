@@ -39,6 +39,11 @@ run: $(STAMP)
 sim: $(STAMP)
 	$(BIN)/python -m bench.sim $(ARGS)
 
+# The real controller under 1,000 and 10,000 reporting agents (in-process AWS fake): report
+# latency, CPU, RSS, pass duration, AWS calls per pass, plan() time; table and out/bench.json.
+bench: $(STAMP)
+	$(BIN)/python -m bench.scale $(ARGS)
+
 # The agent's uploader vs `aws s3 cp` (awscli in its own venv under out/bench-upload):
 # throughput of one 256 MiB file against the emulator, as a table and out/bench-upload/result.json.
 bench-upload: $(STAMP)

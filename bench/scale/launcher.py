@@ -1,0 +1,217 @@
+"""Run the controller's real app (server, loop, planner, actuator, CloudWatch step) with the
+fast in-process AWS fake injected, and expose what the benchmark needs to read.
+
+`python -m bench.scale.launcher --config FILE --listen HOST:PORT --instances N` composes the
+same parts as `python -m controller run` does (controller.cli.serve), except that AWS is
+`FastAutoScaling`/`FastCloudWatch`. It adds one route, GET /bench/stats: passes, their
+durations, plan() times and the AWS calls each pass made. SIGTERM stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from bench.scale.fake_aws import FastAutoScaling, FastCloudWatch
+from controller import logs
+from controller.actuator import Actuator
+from controller.aws import AutoScaling
+from controller.cloudwatch import CloudWatchSync
+from controller.config import JibriPool, PoolSpec
+from controller.cw_aws import CloudWatchApi, ScalingPolicyApi
+from controller.loop import Controller, guarded_task
+from controller.metrics import Metrics
+from controller.model import Observed, Plan, SetProtection
+from controller.planner import plan as real_plan
+from controller.reload import load
+from controller.server import Server, ServerContext, make_app
+from controller.store import ReportStore
+from controller.wire import REPORTS_PATH, TOKEN_ENV
+
+LAG_PROBE = 0.01
+
+
+@dataclass
+class PassLog:
+    """One record per reconcile pass, filled by the planner wrapper and the last extra step."""
+
+    started: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
+    plan_seconds: list[float] = field(default_factory=list)
+    instances: list[int] = field(default_factory=list)
+    protection_changes: list[int] = field(default_factory=list)
+    aws_calls: list[int] = field(default_factory=list)
+    _calls_before: int = 0
+    handled: list[tuple[float, float]] = field(default_factory=list)
+    """(start, seconds) of every POST /v1/reports, measured inside the server."""
+    lag: list[tuple[float, float]] = field(default_factory=list)
+    """(time, seconds) by which a 10 ms sleep on the event loop overran."""
+
+
+class Recorder:
+    def __init__(self, aws: FastAutoScaling, cloudwatch: FastCloudWatch) -> None:
+        self.aws = aws
+        self.cloudwatch = cloudwatch
+        self.log = PassLog()
+        self._pass_started: float | None = None
+
+    def plan(self, spec: PoolSpec, observed: Observed, now: float) -> Plan:
+        started = time.perf_counter()
+        result = real_plan(spec, observed, now)
+        self.log.plan_seconds.append(time.perf_counter() - started)
+        self.log.instances.append(len(observed.asg.instances))
+        changes = sum(len(a.instance_ids) for a in result.actions if isinstance(a, SetProtection))
+        self.log.protection_changes.append(changes)
+        return result
+
+    def describe_started(self) -> None:
+        self._pass_started = time.perf_counter()
+        self.log._calls_before = sum(self.aws.calls.values())
+
+    async def end_of_pass(self, pool: JibriPool, observed: Observed, plan: Plan) -> None:
+        if self._pass_started is None:
+            return
+        self.log.started.append(self._pass_started)
+        self.log.durations.append(time.perf_counter() - self._pass_started)
+        self.log.aws_calls.append(sum(self.aws.calls.values()) - self.log._calls_before)
+        self._pass_started = None
+
+    @web.middleware
+    async def time_reports(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != REPORTS_PATH:
+            return await handler(request)
+        started = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            self.log.handled.append((started, time.perf_counter() - started))
+
+    async def watch_loop(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE)
+            now = time.perf_counter()
+            self.log.lag.append((now, now - started - LAG_PROBE))
+
+    async def stats(self, request: web.Request) -> web.Response:
+        since = float(request.query.get("since", "0"))
+        log = self.log
+        keep = [i for i, t in enumerate(log.started) if t >= since]
+        document: dict[str, Any] = {
+            "clock": time.perf_counter(),
+            "passes": len(keep),
+            "durations": [log.durations[i] for i in keep],
+            "awsCalls": [log.aws_calls[i] for i in keep],
+            "protectionChanges": [log.protection_changes[i] for i in keep],
+            "planSeconds": [log.plan_seconds[i] for i in keep],
+            "instances": [log.instances[i] for i in keep],
+            "handlerSeconds": [d for t, d in log.handled if t >= since],
+            "loopLagSeconds": [d for t, d in log.lag if t >= since],
+            "awsCallsByOperation": dict(self.aws.calls),
+            "cloudwatchCallsByOperation": dict(self.cloudwatch.calls),
+        }
+        return web.json_response(document)
+
+
+class _TimedAutoScaling:
+    """Marks the start of a pass at its describe, then delegates to the fake."""
+
+    def __init__(self, aws: FastAutoScaling, recorder: Recorder) -> None:
+        self._aws = aws
+        self._recorder = recorder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._aws, name)
+
+    async def describe_group(self, name: str) -> Any:
+        self._recorder.describe_started()
+        return await self._aws.describe_group(name)
+
+
+async def serve(config: Path, host: str, port: int, token: str, latency: float) -> None:
+    state, _ = load(config)
+    if len(state.pools) != 1:
+        raise SystemExit("the benchmark drives exactly one pool")
+    spec = state.pools[0].spec
+    metrics = Metrics()
+    aws = FastAutoScaling(spec.autoScalingGroupName, instances=spec.capacity.max, latency=latency)
+    aws.min_size, aws.max_size = spec.capacity.min, spec.capacity.max
+    cloudwatch = FastCloudWatch(latency=latency)
+    recorder = Recorder(aws, cloudwatch)
+    timed = _TimedAutoScaling(aws, recorder)
+
+    async def autoscaling(region: str | None) -> AutoScaling:
+        return timed
+
+    async def cloudwatch_apis(region: str | None) -> tuple[CloudWatchApi, ScalingPolicyApi]:
+        return cloudwatch, cloudwatch
+
+    clock = time.monotonic
+    cloud_watch = CloudWatchSync(apis=cloudwatch_apis, metrics=metrics, clock=clock)
+    controller = Controller(
+        state=state,
+        store=ReportStore(),
+        metrics=metrics,
+        autoscaling=autoscaling,
+        actuator=Actuator(metrics=metrics, clock=clock, dry_run=False),
+        clock=clock,
+        planner=recorder.plan,
+        extra_steps=[cloud_watch, recorder.end_of_pass],
+    )
+    app = make_app(
+        ServerContext(controller=controller, metrics=metrics, token=token, clock=controller.clock)
+    )
+    app.router.add_get("/bench/stats", recorder.stats)
+    app.middlewares.append(recorder.time_reports)
+    server = Server(app, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watcher = guarded_task(recorder.watch_loop(), name="loop-lag-probe", may_end=lambda: False)
+    try:
+        await server.start()
+        controller.start()
+        await stop.wait()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await controller.stop()
+        await cloud_watch.close()
+        await server.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale.launcher")
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--aws-latency", type=float, default=0.0)
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        print(f"set {TOKEN_ENV}", file=sys.stderr)
+        return 2
+    logs.configure(getattr(logging, args.log_level))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.config, host, int(port), token, args.aws_latency))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
