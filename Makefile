@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: install run test unit e2e lint typecheck bench sim bench-latency clean bench-upload
+.PHONY: install system-deps run test unit e2e lint typecheck bench sim bench-latency clean bench-upload
 
 install: $(STAMP)
 
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Debian packages some tests need (prometheus, shellcheck, systemd-analyze); installs if missing.
+system-deps:
+	bash scripts/system-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check controller agent sandbox bench tests
@@ -25,10 +29,10 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"
 
-e2e: $(STAMP)
+e2e: system-deps $(STAMP)
 	$(BIN)/pytest -q -m e2e
 
-test: lint typecheck $(STAMP)
+test: system-deps lint typecheck $(STAMP)
 	$(BIN)/pytest -q
 
 # The whole system on this machine: AWS emulator, controller, agents, simulated Jibris, demand.

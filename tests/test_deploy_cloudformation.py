@@ -288,7 +288,7 @@ def test_user_data_passes_shellcheck(tmp_path: Path) -> None:
     assert script.read_text().startswith("#!/bin/bash\n")
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
     shellcheck = shutil.which("shellcheck")
-    assert shellcheck, "shellcheck is missing: apt-get install shellcheck (.ci/run installs it)"
+    assert shellcheck, "shellcheck is missing: apt-get install shellcheck (make test installs it)"
     result = subprocess.run(
         [shellcheck, str(script)], capture_output=True, text=True, timeout=60, check=False
     )

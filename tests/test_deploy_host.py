@@ -52,7 +52,7 @@ def env_file(path: Path) -> dict[str, str]:
 def tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: apt-get install {package} (.ci/run installs it)")
+        pytest.fail(f"{name} is not installed: apt-get install {package} (make test installs it)")
     return path
 
 

@@ -32,7 +32,7 @@ CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
-        pytest.fail("promtool is not installed: apt-get install prometheus (.ci/run installs it)")
+        pytest.fail("promtool is not installed: apt-get install prometheus (make test installs it)")
     return path
 
 

@@ -49,7 +49,7 @@ AGENT_INSTANCE = "i-0123456789abcdef0"
 def binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: apt-get install prometheus (.ci/run installs it)")
+        pytest.fail(f"{name} is not installed: apt-get install prometheus (make test installs it)")
     return path
 
 
