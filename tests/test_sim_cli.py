@@ -63,3 +63,14 @@ def test_bad_input_is_a_one_line_error(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_forecast_on_a_trace_needs_a_reference_day(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """planner-forecast never learns from the day it is scored on: a trace needs --reference."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("0,600\n")
+    options = ["--trace", str(trace), "--policies", "planner-forecast", "--out", str(tmp_path)]
+    assert main(["--config", str(CONFIG), *options]) == 2
+    assert "needs --reference" in capsys.readouterr().err

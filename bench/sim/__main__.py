@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from bench.sim.demand import DayShape, TraceError, load_trace, peak_concurrency, synthetic_day
 from bench.sim.fleet import WorldSettings
+from bench.sim.policies.forecast import ForecastSettings
 from bench.sim.report import as_json, plot, table
-from bench.sim.runner import ORACLE, POLICIES, Scenario, run_all
+from bench.sim.runner import ORACLE, POLICIES, WHAT_IF, Scenario, run_all
 from controller.config import ConfigError, PoolSpec, load_desired_state
 
 DEFAULT_POLICIES = (*POLICIES, ORACLE)
@@ -45,7 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policies",
         default=",".join(DEFAULT_POLICIES),
-        help=f"comma-separated, from {', '.join(DEFAULT_POLICIES)}",
+        help=f"comma-separated, from {', '.join(DEFAULT_POLICIES)}; also the what-if "
+        f"{', '.join(WHAT_IF)} (the planner with time-of-day targetFree learned from a "
+        "previous day)",
+    )
+    p.add_argument(
+        "--forecast-safety",
+        type=float,
+        default=ForecastSettings.safety,
+        help="planner-forecast: spares per expected arrival (default %(default)s)",
+    )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="CSV trace of a previous day, for planner-forecast with --trace "
+        "(a synthetic day uses another seed of the same shape)",
     )
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", type=Path, default=Path("out"))
@@ -91,31 +106,46 @@ def _spec(args: argparse.Namespace, peak: int) -> tuple[PoolSpec, str | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     names = tuple(n.strip() for n in args.policies.split(",") if n.strip())
-    unknown = [n for n in names if n not in DEFAULT_POLICIES]
+    known = (*DEFAULT_POLICIES, *WHAT_IF)
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        return _fail(f"unknown policy {unknown}; choose from {', '.join(DEFAULT_POLICIES)}")
+        return _fail(f"unknown policy {unknown}; choose from {', '.join(known)}")
     if args.recordings <= 0 or (args.hours is not None and args.hours <= 0):
         return _fail("--recordings and --hours must be positive")
-    if args.boot_mean - args.boot_spread < 0 or args.grace < 0:
-        return _fail("boot times and --grace must not be negative")
+    if args.boot_mean - args.boot_spread < 0 or args.grace < 0 or args.forecast_safety <= 0:
+        return _fail("boot times and --grace must not be negative, --forecast-safety positive")
     started = time.perf_counter()
     try:
+        reference = None
         if args.trace:
             recordings = load_trace(args.trace)
             hours = args.hours or max(r.end for r in recordings) / 3600.0
             source = str(args.trace)
+            if args.reference:
+                reference = load_trace(args.reference)
         else:
             hours = args.hours or 24.0
             shape = DayShape(recordings=args.recordings, hours=hours)
             recordings = synthetic_day(shape, args.seed)
+            reference = synthetic_day(shape, args.seed + 1_000_003)
             source = f"synthetic day, {args.recordings} expected recordings"
+        if "planner-forecast" in names and reference is None:
+            raise ValueError("planner-forecast with --trace needs --reference PREVIOUS_DAY.csv")
         until = hours * 3600.0
         spec, note = _spec(args, peak_concurrency(recordings, until))
     except (ConfigError, TraceError, KeyError, ValueError) as exc:
         message = f"no pool named {exc}" if isinstance(exc, KeyError) else str(exc)
         return _fail(message)
     world = WorldSettings(boot_mean=args.boot_mean, boot_spread=args.boot_spread, grace=args.grace)
-    scenario = Scenario(spec=spec, recordings=recordings, until=until, seed=args.seed, world=world)
+    scenario = Scenario(
+        spec=spec,
+        recordings=recordings,
+        until=until,
+        seed=args.seed,
+        world=world,
+        reference=reference,
+        forecast=ForecastSettings(safety=args.forecast_safety),
+    )
     results = run_all(scenario, names, jobs=args.jobs)
     elapsed = time.perf_counter() - started
     meta = {"source": source, "config": str(args.config), "wallSeconds": round(elapsed, 2)}
@@ -142,10 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(results, args.grace))
     print()
     for r in results:
-        if r.name == "planner":
+        if r.name.startswith("planner"):
             extra = r.extra
             print(
-                f"planner: {extra['passes']:.0f} passes, plan() {extra['plan_ms_mean']} ms mean, "
+                f"{r.name}: {extra['passes']:.0f} passes, plan() {extra['plan_ms_mean']} ms mean, "
                 f"{extra['plan_ms_max']} ms max at {extra['instances_per_pass_mean']} instances "
                 f"per pass on average; {r.missed_near_boundary} of {r.missed} misses came "
                 "within 10 min after a full or half hour"

@@ -16,6 +16,7 @@ from bench.sim.fleet import Fleet, WorldSettings
 from bench.sim.oracle import oracle
 from bench.sim.policies.base import Policy
 from bench.sim.policies.classic import ClassicPolicy, ClassicSettings
+from bench.sim.policies.forecast import Forecast, ForecastPlannerPolicy, ForecastSettings
 from bench.sim.policies.jitsi import JitsiAutoscalerPolicy, JitsiSettings
 from bench.sim.policies.planner import ControllerSettings, PlannerPolicy
 from bench.sim.policies.target_tracking import TargetTrackingPolicy, TargetTrackingSettings
@@ -23,6 +24,8 @@ from controller.config import PoolSpec
 
 POLICIES = ("classic", "jitsi-autoscaler", "target-tracking", "planner")
 ORACLE = "oracle"
+WHAT_IF = ("planner-forecast",)
+"""Opt-in variants that answer what the planner would need; not part of the default table."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class Scenario:
     target_tracking: TargetTrackingSettings = field(default_factory=TargetTrackingSettings)
     jitsi: JitsiSettings = field(default_factory=JitsiSettings)
     controller: ControllerSettings = field(default_factory=ControllerSettings)
+    reference: tuple[Recording, ...] | None = None
+    """A previous day of demand, for policies that forecast (never the day being scored)."""
+    forecast: ForecastSettings = field(default_factory=ForecastSettings)
 
     @property
     def initial(self) -> int:
@@ -87,7 +93,13 @@ def _policy(scenario: Scenario, name: str) -> Policy:
         )
     if name == "planner":
         return PlannerPolicy(spec, scenario.controller)
-    raise ValueError(f"unknown policy {name!r}; choose from {', '.join((*POLICIES, ORACLE))}")
+    if name == "planner-forecast":
+        if scenario.reference is None:
+            raise ValueError("planner-forecast needs a reference day to learn from")
+        forecast = Forecast(scenario.reference)
+        return ForecastPlannerPolicy(spec, scenario.controller, forecast, scenario.forecast)
+    known = ", ".join((*POLICIES, ORACLE, *WHAT_IF))
+    raise ValueError(f"unknown policy {name!r}; choose from {known}")
 
 
 def run_policy(scenario: Scenario, name: str) -> PolicyResult:
@@ -175,12 +187,12 @@ def run_all(scenario: Scenario, names: Sequence[str], *, jobs: int = 1) -> list[
     Each run is seeded by the scenario's seed and the policy's name alone, so running them in
     parallel processes changes nothing but the wall time."""
     for name in names:
-        if name != ORACLE and name not in POLICIES:
-            _policy(scenario, name)  # raises with the list of known names
+        if name != ORACLE:
+            _policy(scenario, name)  # raises early for unknown names or missing inputs
     if jobs <= 1 or len(names) <= 1:
         return [run_policy(scenario, name) for name in names]
     # The planner run is the longest: start it first so the others fill the other worker.
-    order = sorted(names, key=lambda n: n != "planner")
+    order = sorted(names, key=lambda n: not n.startswith("planner"))
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {name: pool.submit(run_policy, scenario, name) for name in order}

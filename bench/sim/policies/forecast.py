@@ -1,0 +1,92 @@
+"""What-if: the same real planner, with targetFree following a time-of-day forecast.
+
+Nothing in the planner changes. Every `step` seconds the pool's spec is replaced, as a
+config reload would replace it, by one whose targetFree covers the requests expected to
+arrive before a recorder launched now could be ready (the forecast is the previous day's
+arrivals at the same time of day, times a safety factor), and whose scaleOut.maxStep lets the
+planner add that many at once. It answers "what would time-of-day targets buy?" with numbers;
+it never sees the day it is scored on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.sim.demand import Recording
+from bench.sim.fleet import Fleet
+from bench.sim.policies.planner import ControllerSettings, PlannerPolicy
+from controller.config import PoolSpec
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    lead: float = 150.0
+    """Look-ahead: a launch now is ready after at most boot + reaction; ask for that much."""
+    safety: float = 1.25
+    step: float = 30.0
+
+
+class Forecast:
+    """Arrival counts of a reference day, queried by time-of-day window."""
+
+    def __init__(self, reference: Sequence[Recording], bucket: float = 10.0) -> None:
+        self.bucket = bucket
+        size = math.ceil(86_400.0 / bucket)
+        self.counts = [0] * size
+        for r in reference:
+            self.counts[int((r.start % 86_400.0) // bucket)] += 1
+        self.cumulative = [0]
+        for c in self.counts:
+            self.cumulative.append(self.cumulative[-1] + c)
+
+    def arrivals(self, start: float, length: float) -> int:
+        first = int((start % 86_400.0) // self.bucket)
+        last = min(len(self.counts), first + math.ceil(length / self.bucket))
+        return self.cumulative[last] - self.cumulative[first]
+
+
+class ForecastPlannerPolicy(PlannerPolicy):
+    name = "planner-forecast"
+    label = "what-if: real planner, targetFree from yesterday's arrivals (config reloads)"
+
+    def __init__(
+        self,
+        spec: PoolSpec,
+        settings: ControllerSettings,
+        forecast: Forecast,
+        tuning: ForecastSettings,
+    ) -> None:
+        super().__init__(spec, settings)
+        self.base = spec
+        self.forecast = forecast
+        self.tuning = tuning
+        self.max_target = spec.targetFree
+
+    def attach(self, fleet: Fleet) -> None:
+        super().attach(fleet)
+        fleet.sim.every(self.tuning.step, self._retarget)
+
+    def _retarget(self) -> None:
+        now = self.fleet.sim.now
+        t = self.tuning
+        expected = self.forecast.arrivals(now, t.lead + t.step)
+        target = min(
+            self.base.capacity.max,
+            max(self.base.targetFree, math.ceil(expected * t.safety)),
+        )
+        if target == self.spec.targetFree:
+            return
+        self.max_target = max(self.max_target, target)
+        step = max(self.base.scaleOut.maxStep, target)
+        self.spec = self.base.model_copy(
+            update={
+                "targetFree": target,
+                "scaleOut": self.base.scaleOut.model_copy(update={"maxStep": step}),
+            }
+        )
+        self._trigger()
+
+    def stats(self) -> dict[str, float]:
+        return {**super().stats(), "max_target_free": self.max_target}
