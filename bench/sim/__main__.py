@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         help="planner-forecast: spares per expected arrival (default %(default)s)",
     )
     p.add_argument(
+        "--forecast-headroom",
+        type=float,
+        default=ForecastSettings.headroom,
+        help="planner-forecast: extra spares per sqrt(expected arrivals) (default %(default)s)",
+    )
+    p.add_argument(
         "--reference",
         type=Path,
         help="CSV trace of a previous day, for planner-forecast with --trace "
@@ -112,8 +118,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"unknown policy {unknown}; choose from {', '.join(known)}")
     if args.recordings <= 0 or (args.hours is not None and args.hours <= 0):
         return _fail("--recordings and --hours must be positive")
-    if args.boot_mean - args.boot_spread < 0 or args.grace < 0 or args.forecast_safety <= 0:
-        return _fail("boot times and --grace must not be negative, --forecast-safety positive")
+    if (
+        args.boot_mean - args.boot_spread < 0
+        or args.grace < 0
+        or args.forecast_safety <= 0
+        or args.forecast_headroom < 0
+    ):
+        return _fail(
+            "boot times, --grace and --forecast-headroom must not be negative, "
+            "--forecast-safety must be positive"
+        )
     started = time.perf_counter()
     try:
         reference = None
@@ -144,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         world=world,
         reference=reference,
-        forecast=ForecastSettings(safety=args.forecast_safety),
+        forecast=ForecastSettings(safety=args.forecast_safety, headroom=args.forecast_headroom),
     )
     results = run_all(scenario, names, jobs=args.jobs)
     elapsed = time.perf_counter() - started

@@ -119,7 +119,11 @@ def run_policy(scenario: Scenario, name: str) -> PolicyResult:
         rng=random.Random(f"fleet:{scenario.seed}:{name}"),
     )
     policy.attach(fleet)
-    fleet.start(scenario.initial)
+    initial = scenario.initial
+    if isinstance(policy, ForecastPlannerPolicy):
+        # A forecast running since yesterday would have readied midnight's spares already.
+        initial = max(initial, policy.target_at(0.0))
+    fleet.start(initial)
     recordings = [r for r in scenario.recordings if r.start < scenario.until]
 
     def arrive(index: int) -> None:

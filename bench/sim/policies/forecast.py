@@ -3,7 +3,7 @@
 Nothing in the planner changes. Every `step` seconds the pool's spec is replaced, as a
 config reload would replace it, by one whose targetFree covers the requests expected to
 arrive before a recorder launched now could be ready (the forecast is the previous day's
-arrivals at the same time of day, times a safety factor), and whose scaleOut.maxStep lets the
+arrivals at the same time of day, plus Poisson-style headroom), and whose scaleOut.maxStep lets the
 planner add that many at once. It answers "what would time-of-day targets buy?" with numbers;
 it never sees the day it is scored on.
 """
@@ -24,7 +24,11 @@ from controller.config import PoolSpec
 class ForecastSettings:
     lead: float = 150.0
     """Look-ahead: a launch now is ready after at most boot + reaction; ask for that much."""
-    safety: float = 1.25
+    safety: float = 1.0
+    """Spares per expected arrival."""
+    headroom: float = 3.0
+    """Extra spares per square root of the expected arrivals: arrivals are Poisson-like, so
+    a quiet hour needs proportionally more headroom than a busy one."""
     step: float = 30.0
 
 
@@ -68,14 +72,15 @@ class ForecastPlannerPolicy(PlannerPolicy):
         super().attach(fleet)
         fleet.sim.every(self.tuning.step, self._retarget)
 
-    def _retarget(self) -> None:
-        now = self.fleet.sim.now
+    def target_at(self, now: float) -> int:
+        """The targetFree the forecast asks for at `now`."""
         t = self.tuning
         expected = self.forecast.arrivals(now, t.lead + t.step)
-        target = min(
-            self.base.capacity.max,
-            max(self.base.targetFree, math.ceil(expected * t.safety)),
-        )
+        wanted = math.ceil(expected * t.safety + t.headroom * math.sqrt(expected))
+        return min(self.base.capacity.max, max(self.base.targetFree, wanted))
+
+    def _retarget(self) -> None:
+        target = self.target_at(self.fleet.sim.now)
         if target == self.spec.targetFree:
             return
         self.max_target = max(self.max_target, target)
