@@ -97,7 +97,14 @@ def _policy(scenario: Scenario, name: str) -> Policy:
         if scenario.reference is None:
             raise ValueError("planner-forecast needs a reference day to learn from")
         forecast = Forecast(scenario.reference)
-        return ForecastPlannerPolicy(spec, scenario.controller, forecast, scenario.forecast)
+        world = scenario.world
+        return ForecastPlannerPolicy(
+            spec,
+            scenario.controller,
+            forecast,
+            scenario.forecast,
+            longest_boot=world.boot_mean + world.boot_spread,
+        )
     known = ", ".join((*POLICIES, ORACLE, *WHAT_IF))
     raise ValueError(f"unknown policy {name!r}; choose from {known}")
 

@@ -22,8 +22,9 @@ from controller.config import PoolSpec
 
 @dataclass(frozen=True)
 class ForecastSettings:
-    lead: float = 150.0
-    """Look-ahead: a launch now is ready after at most boot + reaction; ask for that much."""
+    lead: float | None = None
+    """Look-ahead: a launch now is ready after at most the longest boot plus the reaction;
+    None takes the simulated world's longest boot + 30 s."""
     safety: float = 1.0
     """Spares per expected arrival."""
     headroom: float = 3.0
@@ -61,11 +62,14 @@ class ForecastPlannerPolicy(PlannerPolicy):
         settings: ControllerSettings,
         forecast: Forecast,
         tuning: ForecastSettings,
+        *,
+        longest_boot: float,
     ) -> None:
         super().__init__(spec, settings)
         self.base = spec
         self.forecast = forecast
         self.tuning = tuning
+        self.lead = tuning.lead if tuning.lead is not None else longest_boot + 30.0
         self.max_target = spec.targetFree
 
     def attach(self, fleet: Fleet) -> None:
@@ -75,7 +79,7 @@ class ForecastPlannerPolicy(PlannerPolicy):
     def target_at(self, now: float) -> int:
         """The targetFree the forecast asks for at `now`."""
         t = self.tuning
-        expected = self.forecast.arrivals(now, t.lead + t.step)
+        expected = self.forecast.arrivals(now, self.lead + t.step)
         wanted = math.ceil(expected * t.safety + t.headroom * math.sqrt(expected))
         return min(self.base.capacity.max, max(self.base.targetFree, wanted))
 
