@@ -178,6 +178,7 @@ class PoolRunner:
             self.memory,
             now,
             unmanaged_ttl=UNMANAGED_TTL_STALE_AFTERS * spec.instances.staleAfter,
+            wall_time=c.wall_clock(),
         )
         plan = c.planner(spec, observed, now)
         self.observed, self.plan = observed, plan

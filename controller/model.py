@@ -120,6 +120,8 @@ class Observed:
     controller_started_at: float
     last_scale_out_at: float | None = None
     lifecycle_waits: Mapping[str, LifecycleWait] = field(default_factory=dict)
+    wall_time: float | None = None
+    """Epoch seconds at observation, for time-of-day targets; `now` stays monotonic."""
 
 
 @dataclass(frozen=True)

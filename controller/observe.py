@@ -58,6 +58,7 @@ def observe(
     now: float,
     *,
     unmanaged_ttl: float,
+    wall_time: float | None = None,
 ) -> Observed:
     """Fold one ASG view into memory and the store, and return what the planner sees.
 
@@ -104,6 +105,7 @@ def observe(
         controller_started_at=memory.started_at,
         last_scale_out_at=memory.last_scale_out_at,
         lifecycle_waits=dict(memory.lifecycle_waits),
+        wall_time=wall_time,
     )
 
 
