@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -20,11 +22,13 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from controller.cw_names import DIMENSION, FALLBACK_ALARM, MAX_SHORT_ALARM_NAME, POOL_METRICS
+from controller.schedule import DAY_NAMES, Window, effective_target, parse_field
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -332,6 +336,79 @@ class CloudWatch(_Spec):
         return problems
 
 
+def _cron_text(value: Any) -> Any:
+    """YAML reads `hours: 8` as a number; a cron-like field takes it as text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+CronField = Annotated[str, BeforeValidator(_cron_text)]
+
+
+class ScheduleRule(_Spec):
+    """While the local time matches days, hours and minutes, keep `targetFree` free instead."""
+
+    days: CronField = "*"
+    """Weekdays: `*`, `Mon-Fri`, `Sat,Sun`, …"""
+    hours: CronField = "*"
+    """Hours 0-23: `*`, `8-17`, `7,12`, …"""
+    minutes: CronField = "*"
+    """Minutes 0-59: `*`, `50-59`, `55-59,0-10`, …"""
+    targetFree: Annotated[int, Field(ge=0)]
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        parse_field(value, 0, 6, DAY_NAMES)
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_field(value, 0, 23)
+        return value
+
+    @field_validator("minutes")
+    @classmethod
+    def _minutes(cls, value: str) -> str:
+        parse_field(value, 0, 59)
+        return value
+
+    def window(self) -> Window:
+        return Window(
+            days=parse_field(self.days, 0, 6, DAY_NAMES),
+            hours=parse_field(self.hours, 0, 23),
+            minutes=parse_field(self.minutes, 0, 59),
+            target_free=self.targetFree,
+        )
+
+
+class Schedule(_Spec):
+    """Time-of-day targets (docs/planner.md): the largest targetFree of the matching rules wins;
+    with none matching, spec.targetFree."""
+
+    timezone: str = "UTC"
+    rules: tuple[ScheduleRule, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+            ) from exc
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @cached_property
+    def windows(self) -> tuple[Window, ...]:
+        return tuple(rule.window() for rule in self.rules)
+
+
 class PoolSpec(_Spec):
     autoScalingGroupName: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     region: str | None = None
@@ -343,6 +420,7 @@ class PoolSpec(_Spec):
     drain: Drain = Drain()
     resync: PositiveDuration = 15.0
     cloudWatch: CloudWatch = CloudWatch()
+    schedule: Schedule = Schedule()
 
     @model_validator(mode="after")
     def _target_fits(self) -> Self:
@@ -350,7 +428,25 @@ class PoolSpec(_Spec):
             raise ValueError(
                 f"targetFree ({self.targetFree}) must not exceed capacity.max ({self.capacity.max})"
             )
+        limit = self.capacity.max
+        too_high = [
+            (
+                ("schedule", "rules", i, "targetFree"),
+                rule.targetFree,
+                f"targetFree ({rule.targetFree}) must not exceed capacity.max ({limit})",
+            )
+            for i, rule in enumerate(self.schedule.rules)
+            if rule.targetFree > limit
+        ]
+        if too_high:
+            raise _field_errors(*too_high)
         return self
+
+    def target_free_at(self, wall_time: float | None) -> tuple[int, int | None]:
+        """targetFree in force at `wall_time` (epoch seconds), and the schedule rule behind it."""
+        return effective_target(
+            self.targetFree, self.schedule.windows, self.schedule.zone, wall_time
+        )
 
 
 class Metadata(_Spec):

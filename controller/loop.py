@@ -185,6 +185,8 @@ class PoolRunner:
         for state, count in plan.counts().items():
             c.metrics.pool_instances.labels(self.name, state.value).set(count)
         c.metrics.pool_desired_capacity.labels(self.name).set(plan.desired_capacity)
+        if plan.target_free is not None:
+            c.metrics.pool_target_free.labels(self.name).set(plan.target_free)
         try:
             await c.actuator.execute(
                 self.name,

@@ -80,7 +80,10 @@ class Metrics:
             f"{PREFIX}_pool_capacity_max", "capacity.max of the spec.", ["pool"], registry=r
         )
         self.pool_target_free = Gauge(
-            f"{PREFIX}_pool_target_free", "targetFree of the spec.", ["pool"], registry=r
+            f"{PREFIX}_pool_target_free",
+            "targetFree in force: the spec's, or a schedule rule's.",
+            ["pool"],
+            registry=r,
         )
         self.actions_total = Counter(
             f"{PREFIX}_actions",

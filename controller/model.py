@@ -247,6 +247,8 @@ class Plan:
     desired_capacity: int
     """The capacity the pool will have once the plan's actions are done."""
     conditions: tuple[Condition, ...] = ()
+    target_free: int | None = None
+    """targetFree in force for this plan (a schedule rule may set it)."""
 
     def counts(self) -> dict[InstanceState, int]:
         counts = dict.fromkeys(InstanceState, 0)

@@ -57,6 +57,9 @@ class _Context:
     derived: tuple[Derived, ...]
     observing_only: bool
     """Startup window with unknown instances: observe only (DESIGN §4)."""
+    target_free: int
+    """targetFree in force now: the spec's, or a schedule rule's (controller/schedule.py)."""
+    schedule_rule: int | None
 
     def having(self, *states: InstanceState) -> list[Derived]:
         return [d for d in self.derived if d.view.state in states]
@@ -66,7 +69,10 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
     derived = derive_all(spec, observed, now)
     startup = in_startup_window(spec, observed, now)
     any_unknown = any(d.view.state is InstanceState.UNKNOWN for d in derived)
-    ctx = _Context(spec, observed, now, derived, observing_only=startup and any_unknown)
+    target_free, rule = spec.target_free_at(observed.wall_time)
+    ctx = _Context(
+        spec, observed, now, derived, startup and any_unknown, target_free, schedule_rule=rule
+    )
 
     actions: list[Action] = []
     # Protection lands first: lowering MaxSize below desired lets AWS pick what to remove.
@@ -88,6 +94,7 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
         instances=tuple(d.view for d in derived),
         desired_capacity=final,
         conditions=_conditions(ctx, final, scaled),
+        target_free=target_free,
     )
 
 
@@ -159,7 +166,7 @@ def _capacity(
     spec, asg = ctx.spec, ctx.observed.asg
     base = asg.desired - sum(1 for t in terminations if t.decrement)
     target, reason = base, Reason.BELOW_TARGET_FREE
-    gap = spec.targetFree - _free_count(ctx, terminations)
+    gap = ctx.target_free - _free_count(ctx, terminations)
     if gap > 0:
         target = min(base + min(gap, spec.scaleOut.maxStep), max(base, spec.capacity.max))
     if target < spec.capacity.min:
@@ -179,7 +186,7 @@ def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[Drain]:
     last = observed.last_scale_out_at
     if last is not None and ctx.now - last < spec.scaleIn.delayAfterScaleOut:
         return []
-    excess = _free_count(ctx, terminations) - spec.targetFree
+    excess = _free_count(ctx, terminations) - ctx.target_free
     base = observed.asg.desired - sum(1 for t in terminations if t.decrement)
     draining = len(ctx.having(InstanceState.DRAINING))
     count = min(excess, base - draining - spec.capacity.min, spec.scaleIn.maxStep)
@@ -267,12 +274,20 @@ def _requeue_after(ctx: _Context) -> float:
     for wait in observed.lifecycle_waits.values():
         deadlines.append(wait.started_at + spec.drain.timeout)
         deadlines.append(wait.last_heartbeat_at + wait.heartbeat_timeout * HEARTBEAT_FRACTION)
+    if spec.schedule.rules and observed.wall_time is not None:
+        # Schedule rules change at minute boundaries of the wall clock.
+        deadlines.append(now + 60.0 - observed.wall_time % 60.0)
     upcoming = [t - now for t in deadlines if t > now]
     return max(MIN_REQUEUE, min(upcoming, default=spec.resync))
 
 
 def _conditions(ctx: _Context, final_capacity: int, scaled_out: bool) -> tuple[Condition, ...]:
     spec = ctx.spec
+    target = ctx.target_free
+    if ctx.schedule_rule is not None:
+        target_text = f"{target} (schedule rule {ctx.schedule_rule})"
+    else:
+        target_text = str(target)
     counts = {state: len(ctx.having(state)) for state in InstanceState}
     free = counts[InstanceState.IDLE]
     conditions: list[Condition] = []
@@ -286,28 +301,28 @@ def _conditions(ctx: _Context, final_capacity: int, scaled_out: bool) -> tuple[C
                 "controller started; only observing until they do or staleAfter passes",
             )
         )
-    if free >= spec.targetFree:
-        ready = Condition("TargetFreeMet", True, "Ready", f"{free} free, target {spec.targetFree}")
+    if free >= target:
+        ready = Condition("TargetFreeMet", True, "Ready", f"{free} free, target {target_text}")
     elif scaled_out:
         ready = Condition(
             "TargetFreeMet",
             False,
             "ScalingOut",
-            f"{free} free, target {spec.targetFree}; capacity raised to {final_capacity}",
+            f"{free} free, target {target_text}; capacity raised to {final_capacity}",
         )
     elif final_capacity >= spec.capacity.max:
         ready = Condition(
             "TargetFreeMet",
             False,
             "AtMaxCapacity",
-            f"{free} free, target {spec.targetFree}; capacity is at max {spec.capacity.max}",
+            f"{free} free, target {target_text}; capacity is at max {spec.capacity.max}",
         )
     else:
         ready = Condition(
             "TargetFreeMet",
             False,
             "WaitingForInstances",
-            f"{free} free, target {spec.targetFree}; {counts[InstanceState.STARTING]} starting",
+            f"{free} free, target {target_text}; {counts[InstanceState.STARTING]} starting",
         )
     conditions.append(ready)
     troubled = {

@@ -108,6 +108,7 @@ def pool_status(runner: PoolRunner, controller: Controller, now: float) -> dict[
         "spec": runner.pool.spec.model_dump(mode="json"),
         "autoScalingGroup": group,
         "plannedCapacity": plan.desired_capacity if plan is not None else None,
+        "targetFree": plan.target_free if plan is not None else runner.pool.spec.targetFree,
         "counts": counts,
         "instances": instances,
         "conditions": _runtime_conditions(runner, now)
@@ -217,7 +218,7 @@ def _pool_row(pool: Mapping[str, Any]) -> list[object]:
         group.get("desired"),
         group.get("min"),
         group.get("max"),
-        spec["targetFree"],
+        pool.get("targetFree", spec["targetFree"]),
         *(counts.get(s, 0) for s in _SHOWN_STATES),
         other,
     ]

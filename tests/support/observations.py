@@ -91,6 +91,7 @@ class Fleet:
     lifecycle_waits: dict[str, LifecycleWait] = field(default_factory=dict)
     last_scale_out_at: float | None = None
     started_at: float = STARTED
+    wall_time: float | None = None
 
     def add(
         self,
@@ -121,4 +122,5 @@ class Fleet:
             controller_started_at=self.started_at,
             last_scale_out_at=self.last_scale_out_at,
             lifecycle_waits=dict(self.lifecycle_waits),
+            wall_time=self.wall_time,
         )
