@@ -1,10 +1,17 @@
 """The reconcile loop: one guarded task per pool, each running observe → plan → act.
 
-A pool reconciles every `spec.resync`, sooner when the plan asks (`requeue_after`), and at
-once when the server reports that an instance's state changed (`trigger`; triggers arriving
-during a pass coalesce into one more pass). The loop alone owns backoff: a failed pass waits
-a capped, jittered exponential delay, a successful one resets it, and one failing pool never
-holds up the others.
+A pool reconciles every `spec.resync`, sooner when the plan asks (`requeue_after`), and as
+soon as it may when the server reports that an instance's state changed (`trigger`). Triggers
+arriving during a pass coalesce into one more pass, and a pass starts at least `min_pass_gap`
+after the previous one ended, so a steady stream of changes costs a few passes a second, not
+back-to-back passes (a spec change or a stop does not wait). The loop alone owns backoff: a
+failed pass waits a capped, jittered exponential delay, a successful one resets it, and one
+failing pool never holds up the others.
+
+The event loop also serves the agents' reports, so a pass keeps off it whatever grows with the
+pool: `observe` folds the ASG view into the pool's memory and the report store on the loop
+(the server mutates both) and hands back an immutable snapshot, and the planner runs on that
+snapshot in a worker thread.
 
 Extra steps: `Controller(extra_steps=[...])` takes async callables `step(pool, observed,
 plan)` that run after every pass's actions (also when an action failed, and in dry-run mode,
@@ -29,7 +36,7 @@ from controller.aws import AutoScaling, AwsError
 from controller.config import DesiredState, JibriPool, PoolSpec
 from controller.logs import event
 from controller.metrics import Metrics
-from controller.model import Observed, Plan
+from controller.model import InstanceState, Observed, Plan
 from controller.observe import PoolMemory, observe, read_group
 from controller.planner import plan as default_planner
 from controller.store import ReportStore
@@ -42,6 +49,10 @@ Planner = Callable[[PoolSpec, Observed, float], Plan]
 
 UNMANAGED_TTL_STALE_AFTERS = 3
 """Held reports of ids in no ASG are dropped after this many staleAfter periods."""
+MIN_PASS_GAP = 0.25
+"""Seconds from the end of one pass of a pool to the start of the next, unless the spec
+changed: reports arriving meanwhile fold into one pass. It bounds a large, busy fleet's cost
+while keeping report-to-decision latency well under a second."""
 
 
 def guarded_task(
@@ -137,10 +148,13 @@ class PoolRunner:
         self.kick()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             delay = await self.step()
+            gap_ends = loop.time() + self._controller.min_pass_gap
             # Reports must not cut a backoff short; a spec change may.
             await self._sleep(delay, self._wake if self.failures == 0 else self._kick)
+            await self._sleep(gap_ends - loop.time(), self._kick)
 
     async def step(self) -> float:
         """One pass with its bookkeeping; return the seconds to wait before the next one."""
@@ -155,7 +169,7 @@ class PoolRunner:
         return delay
 
     async def _sleep(self, delay: float, interrupt: asyncio.Event) -> None:
-        if self._stopping:
+        if self._stopping or delay <= 0 or interrupt.is_set():
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(interrupt.wait(), timeout=delay)
@@ -180,9 +194,10 @@ class PoolRunner:
             unmanaged_ttl=UNMANAGED_TTL_STALE_AFTERS * spec.instances.staleAfter,
             wall_time=c.wall_clock(),
         )
-        plan = c.planner(spec, observed, now)
+        # `observed` is a snapshot the server no longer touches: safe to plan on in a thread.
+        plan, counts = await asyncio.to_thread(_decide, c.planner, spec, observed, now)
         self.observed, self.plan = observed, plan
-        for state, count in plan.counts().items():
+        for state, count in counts.items():
             c.metrics.pool_instances.labels(self.name, state.value).set(count)
         c.metrics.pool_desired_capacity.labels(self.name).set(plan.desired_capacity)
         if plan.target_free is not None:
@@ -252,6 +267,14 @@ class PoolRunner:
         )
 
 
+def _decide(
+    planner: Planner, spec: PoolSpec, observed: Observed, now: float
+) -> tuple[Plan, dict[InstanceState, int]]:
+    """The plan and its state counts, computed together off the event loop."""
+    plan = planner(spec, observed, now)
+    return plan, plan.counts()
+
+
 class Controller:
     """All pools of the desired state, their loops, and hot reload of that state."""
 
@@ -270,6 +293,7 @@ class Controller:
         backoff: Backoff = Backoff(),
         draw: Callable[[], float] = random.random,
         stop_grace: float = 10.0,
+        min_pass_gap: float = MIN_PASS_GAP,
     ) -> None:
         self.state = state
         self.store = store
@@ -283,6 +307,7 @@ class Controller:
         self.backoff = backoff
         self._draw = draw
         self.stop_grace = stop_grace
+        self.min_pass_gap = min_pass_gap
         self.started_at = clock()
         self.pools: dict[str, PoolRunner] = {}
 

