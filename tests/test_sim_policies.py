@@ -16,8 +16,9 @@ from bench.sim.fleet import Fleet, WorldSettings
 from bench.sim.oracle import oracle
 from bench.sim.policies.classic import ClassicPolicy, ClassicSettings
 from bench.sim.policies.forecast import Forecast
-from bench.sim.policies.planner import ControllerSettings, PlannerPolicy
+from bench.sim.policies.planner import SIMULATED_DATE, ControllerSettings, PlannerPolicy
 from bench.sim.runner import ORACLE, POLICIES, PolicyResult, Scenario, run_all
+from controller.config import PoolSpec
 from tests.support.observations import spec
 
 BOOT = 90.0
@@ -194,3 +195,36 @@ def test_time_of_day_targets_cut_the_planners_misses_in_bursts() -> None:
     assert forecast.missed * 4 <= plain.missed
     assert forecast.extra["max_target_free"] > base.spec.targetFree
     assert (forecast.busy_terminations, forecast.lost) == (0, 0)
+
+
+def _quiet_planner(pool: PoolSpec, settings: ControllerSettings) -> tuple[Simulation, Fleet]:
+    sim = Simulation()
+    fleet = Fleet(sim, WorldSettings(), name="jibri", min_size=1, max_size=50, rng=random.Random(3))
+    PlannerPolicy(pool, settings).attach(fleet)
+    fleet.start(pool.capacity.min + pool.targetFree)
+    return sim, fleet
+
+
+@pytest.mark.parametrize(
+    ("epoch", "raised"),
+    [
+        pytest.param(SIMULATED_DATE.timestamp(), True, id="tuesday"),
+        pytest.param(SIMULATED_DATE.timestamp() + 4 * 86_400, False, id="saturday"),
+    ],
+)
+def test_planner_follows_the_schedule_at_the_simulated_wall_clock(
+    epoch: float, raised: bool
+) -> None:
+    """The simulated planner passes the simulated time of day as wall time: a weekday rule
+    for 01:00-01:04 UTC raises the pool on a Tuesday at 01:00, and not on a Saturday."""
+    pool = spec(
+        capacity={"min": 1, "max": 50},
+        targetFree=1,
+        scaleOut={"maxStep": 20},
+        schedule={"rules": [{"days": "Mon-Fri", "hours": 1, "minutes": "0-4", "targetFree": 12}]},
+    )
+    sim, fleet = _quiet_planner(pool, ControllerSettings(epoch=epoch))
+    sim.run(3599.0)
+    assert fleet.desired == 1, "one idle recorder is the one spare asked for"
+    sim.run(3601.0)
+    assert fleet.desired == (12 if raised else 1)

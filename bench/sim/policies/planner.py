@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from bench.sim.fleet import Event, Fleet, Instance
 from controller.config import PoolSpec
@@ -40,6 +41,9 @@ _IDLE = JibriStatus(busyStatus=BusyStatus.IDLE, healthStatus=HealthStatus.HEALTH
 _BUSY = JibriStatus(busyStatus=BusyStatus.BUSY, healthStatus=HealthStatus.HEALTHY)
 _GONE = JibriStatus(busyStatus=BusyStatus.UNKNOWN, healthStatus=HealthStatus.UNKNOWN)
 
+SIMULATED_DATE = datetime(2025, 1, 7, tzinfo=UTC)
+"""The simulated day is Tuesday 7 January 2025 (UTC), so weekday schedule rules apply."""
+
 
 @dataclass(frozen=True)
 class ControllerSettings:
@@ -49,6 +53,8 @@ class ControllerSettings:
     """From a state-changing report to the start of the pass it triggers (reading the ASG)."""
     started_at: float = -3600.0
     """The controller has been running for an hour when the day begins."""
+    epoch: float = SIMULATED_DATE.timestamp()
+    """Wall-clock time (epoch seconds) at simulated time 0, for `spec.schedule`."""
 
 
 @dataclass(slots=True, eq=False)
@@ -195,6 +201,7 @@ class PlannerPolicy:
             drain_requested=dict(self.drain_requested),
             controller_started_at=self.settings.started_at,
             last_scale_out_at=self.last_scale_out_at,
+            wall_time=self.settings.epoch + now,
         )
 
     def _pass(self) -> None:
