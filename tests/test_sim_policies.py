@@ -17,7 +17,7 @@ from bench.sim.oracle import oracle
 from bench.sim.policies.classic import ClassicPolicy, ClassicSettings
 from bench.sim.policies.forecast import Forecast
 from bench.sim.policies.planner import SIMULATED_DATE, ControllerSettings, PlannerPolicy
-from bench.sim.runner import ORACLE, POLICIES, PolicyResult, Scenario, run_all
+from bench.sim.runner import LEARNED, ORACLE, POLICIES, PolicyResult, Scenario, run_all
 from controller.config import PoolSpec
 from tests.support.observations import spec
 
@@ -65,6 +65,7 @@ def _scenario(shape: DayShape, seed: int, **spec_overrides: Any) -> Scenario:
         until=shape.hours * 3600.0,
         seed=seed,
         world=WorldSettings(boot_mean=BOOT, boot_spread=30.0),
+        reference=synthetic_day(shape, seed + 1_000),
     )
 
 
@@ -81,10 +82,10 @@ BURSTY = DayShape(recordings=400, hours=6, day_start=1, day_end=5)
 )
 def test_oracle_costs_no_more_than_any_policy_that_served_everything(shape: DayShape) -> None:
     """Every policy that missed nothing paid at least the oracle's instance-hours."""
-    results = run_all(_scenario(shape, 5, targetFree=6), (*POLICIES, ORACLE))
+    results = run_all(_scenario(shape, 5, targetFree=6), (*POLICIES, *LEARNED, ORACLE))
     bound = next(r for r in results if r.name == ORACLE).instance_hours
     complete = [r for r in results if r.name != ORACLE and r.missed == 0]
-    assert "planner" in {r.name for r in complete}, "six spares serve this demand"
+    assert {"planner", "planner-schedule"} <= {r.name for r in complete}, "six spares do"
     assert all(r.instance_hours >= bound for r in complete)
 
 
@@ -98,7 +99,7 @@ def _comparable(result: PolicyResult) -> dict[str, Any]:
 
 def test_runs_are_deterministic_under_a_seed() -> None:
     """The same scenario and seed reproduce every policy's result exactly, also in parallel."""
-    names = (*POLICIES, ORACLE)
+    names = (*POLICIES, *LEARNED, ORACLE)
     first = run_all(_scenario(BURSTY, 11), names)
     again = run_all(_scenario(BURSTY, 11), names, jobs=2)
     assert [_comparable(r) for r in first] == [_comparable(r) for r in again]

@@ -14,12 +14,13 @@ from pydantic import ValidationError
 
 from bench.sim.demand import DayShape, TraceError, load_trace, peak_concurrency, synthetic_day
 from bench.sim.fleet import WorldSettings
+from bench.sim.learned_schedule import ScheduleSettings, schedule_yaml
 from bench.sim.policies.forecast import ForecastSettings
 from bench.sim.report import as_json, plot, table
-from bench.sim.runner import ORACLE, POLICIES, WHAT_IF, Scenario, run_all
+from bench.sim.runner import LEARNED, ORACLE, POLICIES, WHAT_IF, Scenario, run_all, schedule_spec
 from controller.config import ConfigError, PoolSpec, load_desired_state
 
-DEFAULT_POLICIES = (*POLICIES, ORACLE)
+DEFAULT_POLICIES = (*POLICIES, *LEARNED, ORACLE)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--boot-spread", type=float, default=30.0)
     p.add_argument(
         "--policies",
-        default=",".join(DEFAULT_POLICIES),
-        help=f"comma-separated, from {', '.join(DEFAULT_POLICIES)}; also the what-if "
+        help=f"comma-separated (default: all of {', '.join(DEFAULT_POLICIES)}); also the what-if "
         f"{', '.join(WHAT_IF)} (the planner with time-of-day targetFree learned from a "
         "previous day)",
     )
@@ -54,19 +54,35 @@ def _parser() -> argparse.ArgumentParser:
         "--forecast-safety",
         type=float,
         default=ForecastSettings.safety,
-        help="planner-forecast: spares per expected arrival (default %(default)s)",
+        help="planner-schedule and planner-forecast: spares per expected arrival "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--forecast-headroom",
         type=float,
         default=ForecastSettings.headroom,
-        help="planner-forecast: extra spares per sqrt(expected arrivals) (default %(default)s)",
+        help="planner-schedule and planner-forecast: extra spares per sqrt(expected arrivals) "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--reference",
         type=Path,
-        help="CSV trace of a previous day, for planner-forecast with --trace "
-        "(a synthetic day uses another seed of the same shape)",
+        help="CSV trace of a previous day, for planner-schedule and planner-forecast with "
+        "--trace (a synthetic day uses another seed of the same shape)",
+    )
+    p.add_argument(
+        "--schedule-window",
+        type=int,
+        default=ScheduleSettings.window // 60,
+        help="planner-schedule: minutes per schedule window, dividing an hour "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--write-schedule",
+        type=Path,
+        metavar="PATH",
+        help="where to write planner-schedule's pool, schedule included, as a JibriPool "
+        "document (default: OUT/schedule.yaml)",
     )
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--out", type=Path, default=Path("out"))
@@ -80,7 +96,7 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _spec(args: argparse.Namespace, peak: int) -> tuple[PoolSpec, str | None]:
+def _spec(args: argparse.Namespace, peak: int) -> tuple[str, PoolSpec, str | None]:
     state = load_desired_state(args.config)
     pool = state.pool(args.pool) if args.pool else state.pools[0]
     spec = pool.spec
@@ -100,7 +116,7 @@ def _spec(args: argparse.Namespace, peak: int) -> tuple[PoolSpec, str | None]:
         )
     # Re-validate the edited spec so an override cannot slip past the config's rules.
     try:
-        return PoolSpec.model_validate(spec.model_dump()), note
+        return pool.name, PoolSpec.model_validate(spec.model_dump()), note
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
@@ -109,13 +125,31 @@ def _spec(args: argparse.Namespace, peak: int) -> tuple[PoolSpec, str | None]:
         raise ValueError(f"the overrides make an invalid pool: {problems}") from exc
 
 
+def _schedule_comment(args: argparse.Namespace, scenario: Scenario, reference: str) -> str:
+    tuning, window = scenario.forecast, scenario.schedule.window
+    lead = tuning.lead if tuning.lead is not None else scenario.longest_boot + 30.0
+    return (
+        f"Written by `python -m bench.sim` (planner-schedule) from {reference}.\n"
+        f"Each {window // 60}-minute window keeps free the most requests that arrived within "
+        f"{lead:g} s of any moment in it,\n"
+        f"x {tuning.safety:g} + {tuning.headroom:g} x sqrt(that); windows with equal targets "
+        "merge. The simulated day is a Tuesday (UTC).\n"
+        f"Check it with: python -m controller validate {args.write_schedule}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    names = tuple(n.strip() for n in args.policies.split(",") if n.strip())
+    chosen = args.policies is not None
+    names = tuple(
+        n.strip() for n in (args.policies or ",".join(DEFAULT_POLICIES)).split(",") if n.strip()
+    )
     known = (*DEFAULT_POLICIES, *WHAT_IF)
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         return _fail(f"unknown policy {unknown}; choose from {', '.join(known)}")
+    if args.schedule_window <= 0 or 60 % args.schedule_window:
+        return _fail("--schedule-window must be a whole number of minutes dividing 60")
     if args.recordings <= 0 or (args.hours is not None and args.hours <= 0):
         return _fail("--recordings and --hours must be positive")
     if (
@@ -143,10 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             recordings = synthetic_day(shape, args.seed)
             reference = synthetic_day(shape, args.seed + 1_000_003)
             source = f"synthetic day, {args.recordings} expected recordings"
-        if "planner-forecast" in names and reference is None:
-            raise ValueError("planner-forecast with --trace needs --reference PREVIOUS_DAY.csv")
+        if reference is None and not chosen:
+            names = tuple(n for n in names if n not in LEARNED)
+            skipped = f"{', '.join(LEARNED)} skipped: it learns from --reference PREVIOUS_DAY.csv"
+        else:
+            skipped = None
+        for name in (*LEARNED, *WHAT_IF):
+            if name in names and reference is None:
+                raise ValueError(f"{name} with --trace needs --reference PREVIOUS_DAY.csv")
         until = hours * 3600.0
-        spec, note = _spec(args, peak_concurrency(recordings, until))
+        pool_name, spec, note = _spec(args, peak_concurrency(recordings, until))
     except (ConfigError, TraceError, KeyError, ValueError) as exc:
         message = f"no pool named {exc}" if isinstance(exc, KeyError) else str(exc)
         return _fail(message)
@@ -159,14 +199,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         world=world,
         reference=reference,
         forecast=ForecastSettings(safety=args.forecast_safety, headroom=args.forecast_headroom),
+        schedule=ScheduleSettings(window=60 * args.schedule_window),
     )
+    args.out.mkdir(parents=True, exist_ok=True)
+    if "planner-schedule" in names:
+        if args.write_schedule is None:
+            args.write_schedule = args.out / "schedule.yaml"
+        learned = schedule_spec(scenario)
+        previous = str(args.reference) if args.reference else f"seed {args.seed + 1_000_003}"
+        comment = _schedule_comment(args, scenario, f"a previous day of demand ({previous})")
+        text = schedule_yaml(pool_name, learned, comment=comment)
+        try:
+            args.write_schedule.parent.mkdir(parents=True, exist_ok=True)
+            args.write_schedule.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return _fail(f"cannot write {args.write_schedule}: {exc.strerror}")
     results = run_all(scenario, names, jobs=args.jobs)
     elapsed = time.perf_counter() - started
     meta = {"source": source, "config": str(args.config), "wallSeconds": round(elapsed, 2)}
-    if note:
-        meta["note"] = note
+    notes = "; ".join(line for line in (note, skipped) if line)
+    if notes:
+        meta["note"] = notes
     document = as_json(scenario, results, meta)
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sim.json").write_text(document + "\n", encoding="utf-8")
     if not args.no_plot:
         plot(scenario, results, args.out / "sim.png")
@@ -180,8 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"boot {args.boot_mean:g}±{args.boot_spread:g} s; grace {args.grace:g} s; "
         f"targetFree {spec.targetFree}"
     )
-    if note:
-        print(note)
+    for line in (note, skipped):
+        if line:
+            print(line)
     print()
     print(table(results, args.grace))
     print()

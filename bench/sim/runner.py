@@ -13,16 +13,19 @@ from dataclasses import dataclass, field
 from bench.sim.clock import Simulation
 from bench.sim.demand import Recording
 from bench.sim.fleet import Fleet, WorldSettings
+from bench.sim.learned_schedule import ScheduleSettings, scheduled_spec
 from bench.sim.oracle import oracle
 from bench.sim.policies.base import Policy
 from bench.sim.policies.classic import ClassicPolicy, ClassicSettings
 from bench.sim.policies.forecast import Forecast, ForecastPlannerPolicy, ForecastSettings
 from bench.sim.policies.jitsi import JitsiAutoscalerPolicy, JitsiSettings
-from bench.sim.policies.planner import ControllerSettings, PlannerPolicy
+from bench.sim.policies.planner import ControllerSettings, PlannerPolicy, SchedulePlannerPolicy
 from bench.sim.policies.target_tracking import TargetTrackingPolicy, TargetTrackingSettings
 from controller.config import PoolSpec
 
 POLICIES = ("classic", "jitsi-autoscaler", "target-tracking", "planner")
+LEARNED = ("planner-schedule",)
+"""Policies configured ahead of time from a previous day (the scenario's reference)."""
 ORACLE = "oracle"
 WHAT_IF = ("planner-forecast",)
 """Opt-in variants that answer what the planner would need; not part of the default table."""
@@ -42,6 +45,11 @@ class Scenario:
     reference: tuple[Recording, ...] | None = None
     """A previous day of demand, for policies that forecast (never the day being scored)."""
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+
+    @property
+    def longest_boot(self) -> float:
+        return self.world.boot_mean + self.world.boot_spread
 
     @property
     def initial(self) -> int:
@@ -78,6 +86,20 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def schedule_spec(scenario: Scenario) -> PoolSpec:
+    """The pool spec of planner-schedule: the scenario's, with a schedule learned from the
+    reference day."""
+    if scenario.reference is None:
+        raise ValueError("planner-schedule needs a reference day to learn its schedule from")
+    return scheduled_spec(
+        scenario.spec,
+        scenario.reference,
+        scenario.forecast,
+        scenario.schedule,
+        longest_boot=scenario.longest_boot,
+    )
+
+
 def _policy(scenario: Scenario, name: str) -> Policy:
     spec = scenario.spec
     if name == "classic":
@@ -97,15 +119,16 @@ def _policy(scenario: Scenario, name: str) -> Policy:
         if scenario.reference is None:
             raise ValueError("planner-forecast needs a reference day to learn from")
         forecast = Forecast(scenario.reference)
-        world = scenario.world
         return ForecastPlannerPolicy(
             spec,
             scenario.controller,
             forecast,
             scenario.forecast,
-            longest_boot=world.boot_mean + world.boot_spread,
+            longest_boot=scenario.longest_boot,
         )
-    known = ", ".join((*POLICIES, ORACLE, *WHAT_IF))
+    if name == "planner-schedule":
+        return SchedulePlannerPolicy(schedule_spec(scenario), scenario.controller)
+    known = ", ".join((*POLICIES, *LEARNED, ORACLE, *WHAT_IF))
     raise ValueError(f"unknown policy {name!r}; choose from {known}")
 
 
@@ -130,6 +153,10 @@ def run_policy(scenario: Scenario, name: str) -> PolicyResult:
     if isinstance(policy, ForecastPlannerPolicy):
         # A forecast running since yesterday would have readied midnight's spares already.
         initial = max(initial, policy.target_at(0.0))
+    elif isinstance(policy, PlannerPolicy):
+        # So would a schedule in force since yesterday.
+        target, _ = policy.spec.target_free_at(scenario.controller.epoch)
+        initial = max(initial, min(spec.capacity.max, spec.capacity.min + target))
     fleet.start(initial)
     recordings = [r for r in scenario.recordings if r.start < scenario.until]
 

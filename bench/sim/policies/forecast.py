@@ -33,6 +33,11 @@ class ForecastSettings:
     step: float = 30.0
 
 
+def spares(expected: float, tuning: ForecastSettings) -> int:
+    """Spares that cover `expected` arrivals: `safety` each, plus `headroom` x sqrt(expected)."""
+    return math.ceil(expected * tuning.safety + tuning.headroom * math.sqrt(expected))
+
+
 class Forecast:
     """Arrival counts of a reference day, queried by time-of-day window."""
 
@@ -78,9 +83,8 @@ class ForecastPlannerPolicy(PlannerPolicy):
 
     def target_at(self, now: float) -> int:
         """The targetFree the forecast asks for at `now`."""
-        t = self.tuning
-        expected = self.forecast.arrivals(now, self.lead + t.step)
-        wanted = math.ceil(expected * t.safety + t.headroom * math.sqrt(expected))
+        expected = self.forecast.arrivals(now, self.lead + self.tuning.step)
+        wanted = spares(expected, self.tuning)
         return min(self.base.capacity.max, max(self.base.targetFree, wanted))
 
     def _retarget(self) -> None:
