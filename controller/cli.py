@@ -13,19 +13,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiohttp import web
 
 from controller import logs
 from controller.actuator import Actuator
 from controller.aws import AwsClients, AwsSettings
-from controller.cloudwatch import CloudWatchSync
+from controller.cloudwatch import Apis, CloudWatchSync
 from controller.config import ConfigError, DesiredState, load_desired_state
 from controller.cw_aws import CloudWatchClients
 from controller.logs import event
-from controller.loop import Controller, guarded_task
+from controller.loop import AutoScalingFactory, Controller, ExtraStep, Planner, guarded_task
 from controller.metrics import Metrics
+from controller.planner import plan as default_planner
 from controller.reload import ConfigWatcher, load
 from controller.server import Server, ServerContext, make_app
 from controller.status import render
@@ -123,23 +126,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(options: RunOptions, state: DesiredState, loaded: str) -> None:
-    """Run until SIGTERM or SIGINT, then shut down in order and return."""
+async def serve(
+    options: RunOptions,
+    state: DesiredState,
+    loaded: str,
+    *,
+    autoscaling: AutoScalingFactory | None = None,
+    cloud_watch_apis: Apis | None = None,
+    planner: Planner = default_planner,
+    extra_steps: Sequence[ExtraStep] = (),
+    configure_app: Callable[[web.Application], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order and return.
+
+    The keyword arguments replace what `run` builds itself, for running this very app against
+    an in-process AWS (the scale benchmark): the Auto Scaling and CloudWatch APIs per region
+    (by default aiobotocore clients from the standard AWS chain), the planner, steps to run
+    after the CloudWatch step of every pass, and a hook that may add routes, middlewares or
+    cleanup contexts to the app before it starts."""
     metrics = Metrics()
-    clients = AwsClients(metrics, options.aws)
     clock = time.monotonic
-    cloud_watch_clients = CloudWatchClients(clients, metrics, options.aws)
+    clients: AwsClients | None = None
+    cloud_watch_clients: CloudWatchClients | None = None
+    if autoscaling is None or cloud_watch_apis is None:
+        clients = AwsClients(metrics, options.aws)
+        if autoscaling is None:
+            autoscaling = clients.autoscaling
+        if cloud_watch_apis is None:
+            cloud_watch_clients = CloudWatchClients(clients, metrics, options.aws)
+            cloud_watch_apis = cloud_watch_clients
     cloud_watch = CloudWatchSync(
-        apis=cloud_watch_clients, metrics=metrics, dry_run=options.dry_run, clock=clock
+        apis=cloud_watch_apis, metrics=metrics, dry_run=options.dry_run, clock=clock
     )
     controller = Controller(
         state=state,
         store=ReportStore(),
         metrics=metrics,
-        autoscaling=clients.autoscaling,
+        autoscaling=autoscaling,
         actuator=Actuator(metrics=metrics, clock=clock, dry_run=options.dry_run),
         clock=clock,
-        extra_steps=[cloud_watch],
+        planner=planner,
+        extra_steps=[cloud_watch, *extra_steps],
     )
 
     async def apply(new: DesiredState) -> None:
@@ -147,19 +174,18 @@ async def serve(options: RunOptions, state: DesiredState, loaded: str) -> None:
         await cloud_watch.retain([pool.name for pool in new.pools])
 
     watcher = ConfigWatcher(options.config, loaded=loaded, apply=apply, metrics=metrics)
-    server = Server(
-        make_app(
-            ServerContext(
-                controller=controller,
-                metrics=metrics,
-                token=options.token,
-                clock=controller.clock,
-                dry_run=options.dry_run,
-            )
-        ),
-        options.host,
-        options.port,
+    app = make_app(
+        ServerContext(
+            controller=controller,
+            metrics=metrics,
+            token=options.token,
+            clock=controller.clock,
+            dry_run=options.dry_run,
+        )
     )
+    if configure_app is not None:
+        configure_app(app)
+    server = Server(app, options.host, options.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -192,8 +218,10 @@ async def serve(options: RunOptions, state: DesiredState, loaded: str) -> None:
                 await reload_task
         await controller.stop()
         await cloud_watch.close()
-        await cloud_watch_clients.close()
-        await clients.close()
+        if cloud_watch_clients is not None:
+            await cloud_watch_clients.close()
+        if clients is not None:
+            await clients.close()
         await server.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -1,10 +1,10 @@
-"""Run the controller's real app (server, loop, planner, actuator, CloudWatch step) with the
-fast in-process AWS fake injected, and expose what the benchmark needs to read.
+"""Run the controller's real `serve` (server, loop, planner, actuator, CloudWatch step, config
+watcher) with the fast in-process AWS fake injected, and expose what the benchmark needs.
 
-`python -m bench.scale.launcher --config FILE --listen HOST:PORT --instances N` composes the
-same parts as `python -m controller run` does (controller.cli.serve), except that AWS is
-`FastAutoScaling`/`FastCloudWatch`. It adds one route, GET /bench/stats: passes, their
-durations, plan() times and the AWS calls each pass made. SIGTERM stops it cleanly.
+`python -m bench.scale.launcher --config FILE --listen HOST:PORT` is `python -m controller run`
+(controller.cli.serve) with AWS replaced by `FastAutoScaling`/`FastCloudWatch`, the planner
+wrapped to time it, and one more route, GET /bench/stats: passes, their durations, plan()
+times and the AWS calls each pass made. SIGTERM stops it cleanly.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +26,14 @@ from aiohttp.typedefs import Handler
 
 from bench.scale.fake_aws import FastAutoScaling, FastCloudWatch
 from controller import logs
-from controller.actuator import Actuator
-from controller.aws import AutoScaling
-from controller.cloudwatch import CloudWatchSync
+from controller.aws import AutoScaling, AwsSettings
+from controller.cli import RunOptions, UsageError, serve
 from controller.config import JibriPool, PoolSpec
 from controller.cw_aws import CloudWatchApi, ScalingPolicyApi
-from controller.loop import Controller, guarded_task
-from controller.metrics import Metrics
+from controller.loop import guarded_task
 from controller.model import Observed, Plan, SetProtection
 from controller.planner import plan as real_plan
 from controller.reload import load
-from controller.server import Server, ServerContext, make_app
-from controller.store import ReportStore
 from controller.wire import REPORTS_PATH, TOKEN_ENV
 
 LAG_PROBE = 0.01
@@ -106,6 +101,18 @@ class Recorder:
             now = time.perf_counter()
             self.log.lag.append((now, now - started - LAG_PROBE))
 
+    async def lag_probe(self, app: web.Application) -> AsyncIterator[None]:
+        task = guarded_task(self.watch_loop(), name="loop-lag-probe", may_end=lambda: False)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/bench/stats", self.stats)
+        app.middlewares.append(self.time_reports)
+        app.cleanup_ctx.append(self.lag_probe)
+
     async def stats(self, request: web.Request) -> web.Response:
         since = float(request.query.get("since", "0"))
         log = self.log
@@ -141,12 +148,11 @@ class _TimedAutoScaling:
         return await self._aws.describe_group(name)
 
 
-async def serve(config: Path, host: str, port: int, token: str, latency: float) -> None:
-    state, _ = load(config)
+async def run(config: Path, host: str, port: int, token: str, latency: float) -> None:
+    state, loaded = load(config)
     if len(state.pools) != 1:
         raise SystemExit("the benchmark drives exactly one pool")
     spec = state.pools[0].spec
-    metrics = Metrics()
     aws = FastAutoScaling(spec.autoScalingGroupName, instances=spec.capacity.max, latency=latency)
     aws.min_size, aws.max_size = spec.capacity.min, spec.capacity.max
     cloudwatch = FastCloudWatch(latency=latency)
@@ -159,40 +165,19 @@ async def serve(config: Path, host: str, port: int, token: str, latency: float) 
     async def cloudwatch_apis(region: str | None) -> tuple[CloudWatchApi, ScalingPolicyApi]:
         return cloudwatch, cloudwatch
 
-    clock = time.monotonic
-    cloud_watch = CloudWatchSync(apis=cloudwatch_apis, metrics=metrics, clock=clock)
-    controller = Controller(
-        state=state,
-        store=ReportStore(),
-        metrics=metrics,
+    options = RunOptions(
+        config=config, host=host, port=port, token=token, dry_run=False, aws=AwsSettings()
+    )
+    await serve(
+        options,
+        state,
+        loaded,
         autoscaling=autoscaling,
-        actuator=Actuator(metrics=metrics, clock=clock, dry_run=False),
-        clock=clock,
+        cloud_watch_apis=cloudwatch_apis,
         planner=recorder.plan,
-        extra_steps=[cloud_watch, recorder.end_of_pass],
+        extra_steps=[recorder.end_of_pass],
+        configure_app=recorder.install,
     )
-    app = make_app(
-        ServerContext(controller=controller, metrics=metrics, token=token, clock=controller.clock)
-    )
-    app.router.add_get("/bench/stats", recorder.stats)
-    app.middlewares.append(recorder.time_reports)
-    server = Server(app, host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    watcher = guarded_task(recorder.watch_loop(), name="loop-lag-probe", may_end=lambda: False)
-    try:
-        await server.start()
-        controller.start()
-        await stop.wait()
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        await controller.stop()
-        await cloud_watch.close()
-        await server.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,8 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"set {TOKEN_ENV}", file=sys.stderr)
         return 2
     logs.configure(getattr(logging, args.log_level))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.config, host, int(port), token, args.aws_latency))
+    try:
+        asyncio.run(run(args.config, host, int(port), token, args.aws_latency))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
