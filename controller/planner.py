@@ -7,17 +7,19 @@ protection, bounds, terminations, capacity, drains, lifecycle.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from controller.config import PoolSpec
-from controller.derive import Derived, derive_all, in_startup_window
+from controller.derive import Derivation, derive_all, in_startup_window
 from controller.model import (
     Action,
     CompleteLifecycle,
     Condition,
     Drain,
     InstanceState,
+    InstanceView,
     LifecycleHeartbeat,
     Observed,
     Plan,
@@ -54,21 +56,21 @@ class _Context:
     spec: PoolSpec
     observed: Observed
     now: float
-    derived: tuple[Derived, ...]
+    derived: Derivation
     observing_only: bool
     """Startup window with unknown instances: observe only (DESIGN §4)."""
     target_free: int
     """targetFree in force now: the spec's, or a schedule rule's (controller/schedule.py)."""
     schedule_rule: int | None
 
-    def having(self, *states: InstanceState) -> list[Derived]:
-        return [d for d in self.derived if d.view.state in states]
+    def of(self, state: InstanceState) -> tuple[InstanceView, ...]:
+        return self.derived.by_state[state]
 
 
 def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
     derived = derive_all(spec, observed, now)
     startup = in_startup_window(spec, observed, now)
-    any_unknown = any(d.view.state is InstanceState.UNKNOWN for d in derived)
+    any_unknown = bool(derived.by_state[InstanceState.UNKNOWN])
     target_free, rule = spec.target_free_at(observed.wall_time)
     ctx = _Context(
         spec, observed, now, derived, startup and any_unknown, target_free, schedule_rule=rule
@@ -91,7 +93,7 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
     return Plan(
         actions=tuple(actions),
         requeue_after=_requeue_after(ctx),
-        instances=tuple(d.view for d in derived),
+        instances=derived.views,
         desired_capacity=final,
         conditions=_conditions(ctx, final, scaled),
         target_free=target_free,
@@ -113,14 +115,12 @@ def _chunks(ids: list[str]) -> Iterator[tuple[str, ...]]:
 def _protection(ctx: _Context) -> list[SetProtection]:
     protect: dict[Reason, list[str]] = {}
     unprotect: list[str] = []
-    for d in ctx.derived:
-        if d.view.protected == d.asg.protected:
-            continue
-        if d.view.protected:
-            protect.setdefault(_PROTECT_REASON[d.view.state], []).append(d.view.instance_id)
+    for view in ctx.derived.misprotected:
+        if view.protected:
+            protect.setdefault(_PROTECT_REASON[view.state], []).append(view.instance_id)
         elif not ctx.observing_only:
             # Adding protection is always safe; removing it waits until every instance is known.
-            unprotect.append(d.view.instance_id)
+            unprotect.append(view.instance_id)
     actions = [
         SetProtection(chunk, True, reason)
         for reason in sorted(protect)
@@ -136,13 +136,12 @@ def _terminations(ctx: _Context) -> list[Terminate]:
     actions: list[Terminate] = []
     # Decrement only while the ASG stays at or above min; otherwise let it replace the instance.
     room = ctx.observed.asg.desired - ctx.spec.capacity.min
-    for d in ctx.having(InstanceState.DRAINED):
-        actions.append(Terminate(d.view.instance_id, decrement=room > 0, reason=Reason.DRAINED))
+    for view in ctx.of(InstanceState.DRAINED):
+        actions.append(Terminate(view.instance_id, decrement=room > 0, reason=Reason.DRAINED))
         room -= 1
-    due = [d for d in ctx.derived if d.replace_due]
-    for d in due[: ctx.spec.scaleOut.maxStep]:
+    for view in ctx.derived.replace_due[: ctx.spec.scaleOut.maxStep]:
         actions.append(
-            Terminate(d.view.instance_id, decrement=False, reason=_REPLACE_REASON[d.view.state])
+            Terminate(view.instance_id, decrement=False, reason=_REPLACE_REASON[view.state])
         )
     return actions
 
@@ -152,10 +151,10 @@ def _free_count(ctx: _Context, terminations: Iterable[Terminate]) -> int:
 
     Unknown instances count as free, so their silence never causes a scale-out.
     """
-    live = [d for d in ctx.derived if d.view.state not in _GONE]
-    owed = max(0, ctx.observed.asg.desired - len(live))
+    live = len(ctx.derived.views) - ctx.derived.count(*_GONE)
+    owed = max(0, ctx.observed.asg.desired - live)
     replacing = sum(1 for t in terminations if not t.decrement)
-    ready = len(ctx.having(InstanceState.IDLE, InstanceState.STARTING, InstanceState.UNKNOWN))
+    ready = ctx.derived.count(InstanceState.IDLE, InstanceState.STARTING, InstanceState.UNKNOWN)
     return ready + owed + replacing
 
 
@@ -188,25 +187,23 @@ def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[Drain]:
         return []
     excess = _free_count(ctx, terminations) - ctx.target_free
     base = observed.asg.desired - sum(1 for t in terminations if t.decrement)
-    draining = len(ctx.having(InstanceState.DRAINING))
+    draining = len(ctx.of(InstanceState.DRAINING))
     count = min(excess, base - draining - spec.capacity.min, spec.scaleIn.maxStep)
     if count <= 0:
         return []
-    candidates = sorted(
-        (
-            d
-            for d in ctx.having(InstanceState.IDLE)
-            if _idle_for(d, ctx.now) >= spec.scaleIn.idleFor
-        ),
-        key=lambda d: (-_idle_for(d, ctx.now), d.view.instance_id),
-    )
-    return [Drain(d.view.instance_id, Reason.IDLE_EXCESS) for d in candidates[:count]]
+    candidates: list[tuple[float, str]] = []
+    for view in ctx.of(InstanceState.IDLE):
+        idle_for = _idle_for(observed.reports.get(view.instance_id), ctx.now)
+        if idle_for >= spec.scaleIn.idleFor:
+            candidates.append((-idle_for, view.instance_id))
+    candidates.sort()
+    return [Drain(instance_id, Reason.IDLE_EXCESS) for _, instance_id in candidates[:count]]
 
 
-def _idle_for(d: Derived, now: float) -> float:
-    if d.report is None or d.report.idle_since is None:
+def _idle_for(report: ReportView | None, now: float) -> float:
+    if report is None or report.idle_since is None:
         return 0.0
-    return now - d.report.idle_since
+    return now - report.idle_since
 
 
 def _lifecycle(ctx: _Context) -> list[Drain | LifecycleHeartbeat | CompleteLifecycle]:
@@ -257,18 +254,9 @@ def _requeue_after(ctx: _Context) -> float:
     window_end = observed.controller_started_at + spec.instances.staleAfter
     if now < window_end:
         deadlines.append(window_end)
-    for d in ctx.derived:
-        state, report = d.view.state, d.report
-        if report is not None and state not in _GONE and state is not InstanceState.STALE:
-            deadlines.append(report.received_at + spec.instances.staleAfter + MIN_REQUEUE)
-        if state is InstanceState.STARTING:
-            seen = max(observed.first_seen.get(d.view.instance_id, now), window_end)
-            deadlines.append(seen + spec.instances.bootTimeout)
-        elif state is InstanceState.IDLE and report is not None and report.idle_since is not None:
-            deadlines.append(report.idle_since + spec.scaleIn.idleFor)
-        elif state is InstanceState.UNHEALTHY and report is not None and not d.replace_due:
-            since = report.unhealthy_since if report.unhealthy_since is not None else now
-            deadlines.append(since + spec.instances.unhealthyFor)
+    deadlines.append(
+        min((t for t in _instance_deadlines(ctx, window_end) if t > now), default=math.inf)
+    )
     if observed.last_scale_out_at is not None:
         deadlines.append(observed.last_scale_out_at + spec.scaleIn.delayAfterScaleOut)
     for wait in observed.lifecycle_waits.values():
@@ -281,6 +269,34 @@ def _requeue_after(ctx: _Context) -> float:
     return max(MIN_REQUEUE, min(upcoming, default=spec.resync))
 
 
+def _instance_deadlines(ctx: _Context, window_end: float) -> Iterator[float]:
+    """The moments at which time alone changes an instance's state or what the rules do with it:
+    a report going stale, a boot timing out, idleFor reached, unhealthyFor reached."""
+    spec, reports, now, by_state = ctx.spec, ctx.observed.reports, ctx.now, ctx.derived.by_state
+    stale_after = spec.instances.staleAfter
+    for state, views in by_state.items():
+        if state in _GONE or state is InstanceState.STALE:
+            continue
+        for view in views:
+            report = reports.get(view.instance_id)
+            if report is not None:
+                yield report.received_at + stale_after + MIN_REQUEUE
+    first_seen, boot_timeout = ctx.observed.first_seen, spec.instances.bootTimeout
+    for view in by_state[InstanceState.STARTING]:
+        yield max(first_seen.get(view.instance_id, now), window_end) + boot_timeout
+    idle_for = spec.scaleIn.idleFor
+    for view in by_state[InstanceState.IDLE]:
+        report = reports.get(view.instance_id)
+        if report is not None and report.idle_since is not None:
+            yield report.idle_since + idle_for
+    replacing = {view.instance_id for view in ctx.derived.replace_due}
+    for view in by_state[InstanceState.UNHEALTHY]:
+        report = reports.get(view.instance_id)
+        if report is not None and view.instance_id not in replacing:
+            since = report.unhealthy_since if report.unhealthy_since is not None else now
+            yield since + spec.instances.unhealthyFor
+
+
 def _conditions(ctx: _Context, final_capacity: int, scaled_out: bool) -> tuple[Condition, ...]:
     spec = ctx.spec
     target = ctx.target_free
@@ -288,7 +304,7 @@ def _conditions(ctx: _Context, final_capacity: int, scaled_out: bool) -> tuple[C
         target_text = f"{target} (schedule rule {ctx.schedule_rule})"
     else:
         target_text = str(target)
-    counts = {state: len(ctx.having(state)) for state in InstanceState}
+    counts = {state: len(ctx.of(state)) for state in InstanceState}
     free = counts[InstanceState.IDLE]
     conditions: list[Condition] = []
     if ctx.observing_only:
