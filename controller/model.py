@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from controller.wire import BusyStatus, HealthStatus
 
@@ -124,8 +125,11 @@ class Observed:
     """Epoch seconds at observation, for time-of-day targets; `now` stays monotonic."""
 
 
-@dataclass(frozen=True)
-class InstanceView:
+class InstanceView(NamedTuple):
+    """One instance as a plan sees it. Every pass builds one per instance (10,000 at a time
+    in a big pool), and a NamedTuple is immutable like a frozen dataclass at a third of the
+    cost to build."""
+
     instance_id: str
     state: InstanceState
     protected: bool
