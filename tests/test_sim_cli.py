@@ -83,7 +83,7 @@ def test_write_schedule_puts_the_learned_pool_where_asked(
     assert code == 0
     assert "planner-schedule " in capsys.readouterr().out
     assert not (tmp_path / "schedule.yaml").exists()
-    assert "Each 10-minute window" in target.read_text()
+    assert "Each 10-minute step" in target.read_text()
     (pool,) = load_desired_state(target).pools
     minutes = {rule.minutes for rule in pool.spec.schedule.rules}
     assert all(int(m.split("-")[0]) % 10 == 0 for m in minutes if m != "*")
@@ -99,6 +99,7 @@ def test_write_schedule_puts_the_learned_pool_where_asked(
         pytest.param(["--max", "0"], "capacity: min (1) must not exceed max (0)", id="max"),
         pytest.param(["--recordings", "0"], "must be positive", id="size"),
         pytest.param(["--schedule-window", "7"], "dividing 60", id="window"),
+        pytest.param(["--schedule-rules", "10"], "at least 24", id="rules"),
     ],
 )
 def test_bad_input_is_a_one_line_error(

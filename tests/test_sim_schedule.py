@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 from bench.sim.demand import DayShape, Recording, synthetic_day
 from bench.sim.fleet import WorldSettings
 from bench.sim.learned_schedule import (
+    DemandProfile,
     ScheduleSettings,
-    merge_rules,
     schedule_yaml,
     scheduled_spec,
     window_targets,
@@ -19,6 +20,7 @@ from bench.sim.learned_schedule import (
 from bench.sim.policies.forecast import Forecast, ForecastSettings, spares
 from bench.sim.policies.planner import SIMULATED_DATE
 from bench.sim.runner import Scenario, run_all, schedule_spec
+from bench.sim.schedule_rules import fit_rules, merge_rules
 from controller.config import ScheduleRule, load_desired_state
 from tests.support.observations import spec
 
@@ -67,43 +69,85 @@ def test_windows_must_be_whole_minutes_dividing_an_hour(window: int) -> None:
         ScheduleSettings(window=window)
 
 
-def test_window_targets_cover_a_burst_from_one_look_ahead_before_it() -> None:
-    """A burst of 20 arrivals at 01:00:30 asks for its spares in the windows from which it is
-    within the look-ahead (00:55 and 01:00), and nothing elsewhere."""
+def test_settings_refuse_what_cannot_be_met() -> None:
+    """A rule budget below one per hour, an unknown basis or a negative headroom is refused."""
+    with pytest.raises(ValueError, match="at least 24 rules"):
+        ScheduleSettings(rules=23)
+    with pytest.raises(ValueError, match="arrivals, net"):
+        ScheduleSettings(basis="guess")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="negative"):
+        ScheduleSettings(headroom=-1.0)
+
+
+def test_arrivals_basis_is_the_forecasts_formula_one_look_ahead_before_a_burst() -> None:
+    """A burst of 20 requests at 01:00:30 asks, on the arrivals basis, for the forecast's
+    spares in the windows from which it is within the look-ahead (00:55 and 01:00) only."""
     burst = [Recording(i, 3630.0 + i, 600.0) for i in range(20)]
-    tuning = ForecastSettings()
-    targets = window_targets(Forecast(burst), tuning, lead=150.0, window=300)
-    want = spares(20, tuning)
+    targets = window_targets(
+        DemandProfile(burst), lead=150.0, window=300, basis="arrivals", headroom=3.0
+    )
+    want = spares(Forecast(burst).arrivals(3600.0, 160.0), ForecastSettings())
     assert want == 34
     assert {i: t for i, t in enumerate(targets) if t} == {11: want, 12: want}
 
 
-def _learned(window: int = 300) -> tuple[list[int], ScheduleSettings]:
-    reference = synthetic_day(DayShape(recordings=2_000), 7)
-    settings = ScheduleSettings(window=window)
-    targets = window_targets(Forecast(reference), ForecastSettings(), lead=150.0, window=window)
-    return targets, settings
+def _steady(start: float, end: float) -> list[Recording]:
+    """One 10-minute recording requested every 10 s from `start` to `end`."""
+    return [Recording(i, start + 10.0 * i, 600.0) for i in range(int((end - start) // 10))]
 
 
-@pytest.mark.parametrize("window", [pytest.param(w, id=f"{w // 60}min") for w in (300, 600)])
-def test_learned_schedule_keeps_each_windows_target_on_weekdays_only(window: int) -> None:
-    """After merging, the target in force at every minute of a Tuesday is the larger of the
-    window's learned target and spec.targetFree; on a Saturday it is spec.targetFree."""
-    targets, settings = _learned(window)
-    reference = synthetic_day(DayShape(recordings=2_000), 7)
-    pool = scheduled_spec(
-        spec(capacity={"min": 1, "max": 500}),
-        reference,
-        ForecastSettings(),
-        settings,
-        longest_boot=120.0,
+def test_net_basis_counts_recorders_that_recordings_ending_free() -> None:
+    """In a steady stream, as many recordings end as start: the net basis keeps only the
+    headroom for the noise of both, where the arrivals basis keeps every request in view."""
+    profile = DemandProfile(_steady(0.0, 7200.0))
+    arrivals, net = (
+        window_targets(profile, lead=150.0, window=60, basis=basis, headroom=2.0)
+        for basis in ("arrivals", "net")
     )
-    assert 0 < len(pool.schedule.rules) < sum(1 for t in targets if t > pool.targetFree)
+    at_one = 60  # the window at 01:00: 16 requests and 16 endings in view
+    assert arrivals[at_one] == 16 + 2 * 4
+    assert net[at_one] == 12, "ceil(2 * sqrt(16 + 16))"
+    assert net[0] == arrivals[0], "before the first recording ends, net is every request"
+
+
+@functools.cache
+def _profile() -> tuple[int, ...]:
+    reference = synthetic_day(DayShape(recordings=2_000), 7)
+    return tuple(window_targets(DemandProfile(reference), lead=150.0, window=60, basis="net"))
+
+
+@pytest.mark.parametrize("budget", [pytest.param(b, id=f"{b}-rules") for b in (24, 60, 150)])
+def test_fitted_rules_keep_at_least_every_minutes_target_on_weekdays_only(budget: int) -> None:
+    """Within its budget, the target a fitted schedule puts in force at each minute of a
+    Tuesday is at least the learned one (and exactly spec.targetFree where no rule matches);
+    on a Saturday it is spec.targetFree."""
+    targets = _profile()
+    rules = fit_rules(targets, base=2, window=60, budget=budget, days="Mon-Fri")
+    assert len(rules) <= budget
+    pool = spec(capacity={"min": 1, "max": 500}, schedule={"rules": rules})
     for minute in range(24 * 60):
-        want = max(pool.targetFree, targets[minute * 60 // window])
-        assert pool.target_free_at(TUESDAY + 60 * minute + 30)[0] == want
-        assert pool.target_free_at(SATURDAY + 60 * minute + 30)[0] == pool.targetFree
-    assert pool.scaleOut.maxStep == max(targets)
+        held = pool.target_free_at(TUESDAY + 60 * minute + 30)[0]
+        assert held >= max(2, targets[minute])
+        assert pool.target_free_at(SATURDAY + 60 * minute + 30)[0] == 2
+
+
+def test_a_bigger_budget_holds_fewer_spares_and_an_ample_one_holds_the_profile() -> None:
+    """Spare-minutes held beyond the profile shrink as the budget grows, down to none once
+    every run of equal targets can have its own rule."""
+    targets = _profile()
+    exact = merge_rules(targets, base=2, window=60)
+
+    def extra(budget: int) -> int:
+        pool = spec(
+            capacity={"min": 1, "max": 500},
+            schedule={"rules": fit_rules(targets, base=2, window=60, budget=budget)},
+        )
+        held = (pool.target_free_at(TUESDAY + 60 * m + 30)[0] for m in range(24 * 60))
+        return sum(held) - sum(max(2, t) for t in targets)
+
+    assert extra(24) > extra(60) > extra(150) > 0
+    assert extra(len(exact)) == 0
+    assert fit_rules(targets, base=2, window=60, budget=len(exact)) == exact
 
 
 def test_learned_targets_are_capped_at_capacity_max() -> None:

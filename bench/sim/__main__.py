@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,10 +15,11 @@ from pydantic import ValidationError
 
 from bench.sim.demand import DayShape, TraceError, load_trace, peak_concurrency, synthetic_day
 from bench.sim.fleet import WorldSettings
-from bench.sim.learned_schedule import ScheduleSettings, schedule_yaml
+from bench.sim.learned_schedule import BASES, ScheduleSettings, schedule_yaml
 from bench.sim.policies.forecast import ForecastSettings
 from bench.sim.report import as_json, plot, table
 from bench.sim.runner import LEARNED, ORACLE, POLICIES, WHAT_IF, Scenario, run_all, schedule_spec
+from bench.sim.schedule_rules import MIN_RULE_BUDGET
 from controller.config import ConfigError, PoolSpec, load_desired_state
 
 DEFAULT_POLICIES = (*POLICIES, *LEARNED, ORACLE)
@@ -61,8 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--forecast-headroom",
         type=float,
         default=ForecastSettings.headroom,
-        help="planner-schedule and planner-forecast: extra spares per sqrt(expected arrivals) "
-        "(default %(default)s)",
+        help="planner-forecast: extra spares per sqrt(expected arrivals) (default %(default)s)",
     )
     p.add_argument(
         "--reference",
@@ -71,11 +72,31 @@ def _parser() -> argparse.ArgumentParser:
         "--trace (a synthetic day uses another seed of the same shape)",
     )
     p.add_argument(
+        "--schedule-basis",
+        choices=BASES,
+        default=ScheduleSettings.basis,
+        help="planner-schedule: spares for the requests expected within a boot (arrivals, as "
+        "planner-forecast), or for requests minus recordings ending meanwhile (net; default)",
+    )
+    p.add_argument(
+        "--schedule-headroom",
+        type=float,
+        default=ScheduleSettings.headroom,
+        help="planner-schedule: extra spares per sqrt(requests and endings in view) "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--schedule-window",
         type=int,
         default=ScheduleSettings.window // 60,
-        help="planner-schedule: minutes per schedule window, dividing an hour "
+        help="planner-schedule: minutes per step of the learned profile, dividing an hour "
         "(default %(default)s)",
+    )
+    p.add_argument(
+        "--schedule-rules",
+        type=int,
+        default=ScheduleSettings.rules,
+        help="planner-schedule: at most this many rules (default %(default)s)",
     )
     p.add_argument(
         "--write-schedule",
@@ -126,16 +147,26 @@ def _spec(args: argparse.Namespace, peak: int) -> tuple[str, PoolSpec, str | Non
 
 
 def _schedule_comment(args: argparse.Namespace, scenario: Scenario, reference: str) -> str:
-    tuning, window = scenario.forecast, scenario.schedule.window
+    tuning, learning = scenario.forecast, scenario.schedule
     lead = tuning.lead if tuning.lead is not None else scenario.longest_boot + 30.0
-    return (
-        f"Written by `python -m bench.sim` (planner-schedule) from {reference}.\n"
-        f"Each {window // 60}-minute window keeps free the most requests that arrived within "
-        f"{lead:g} s of any moment in it,\n"
-        f"x {tuning.safety:g} + {tuning.headroom:g} x sqrt(that); windows with equal targets "
-        "merge. The simulated day is a Tuesday (UTC).\n"
-        f"Check it with: python -m controller validate {args.write_schedule}"
+    safety = "" if tuning.safety == 1 else f" x {tuning.safety:g}"
+    if learning.basis == "arrivals":
+        need = f"the requests{safety} + {learning.headroom:g} x sqrt(requests)"
+    else:
+        need = (
+            f"requests{safety} minus recordings ending + {learning.headroom:g} x "
+            "sqrt(requests + endings), at its worst point"
+        )
+    step = "minute" if learning.window == 60 else f"{learning.window // 60} minutes"
+    text = (
+        f"planner-schedule's pool, written by `python -m bench.sim` from {reference}. "
+        f"For each {step} of the day the schedule keeps free what the next {lead:g} s asked "
+        f"for at the worst moment: {need} (basis {learning.basis}). The profile is then cut "
+        f"into at most {learning.rules} rules, each run of minutes holding its largest target. "
+        "Times are UTC; the simulated day is a Tuesday."
     )
+    check = f"Check it: python -m controller validate {args.write_schedule}"
+    return "\n".join([*textwrap.wrap(text, 92), check])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +181,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"unknown policy {unknown}; choose from {', '.join(known)}")
     if args.schedule_window <= 0 or 60 % args.schedule_window:
         return _fail("--schedule-window must be a whole number of minutes dividing 60")
+    if args.schedule_rules < MIN_RULE_BUDGET or args.schedule_headroom < 0:
+        return _fail(
+            f"--schedule-rules must be at least {MIN_RULE_BUDGET} (one per hour) and "
+            "--schedule-headroom must not be negative"
+        )
+    learning = ScheduleSettings(
+        window=60 * args.schedule_window,
+        rules=args.schedule_rules,
+        basis=args.schedule_basis,
+        headroom=args.schedule_headroom,
+    )
     if args.recordings <= 0 or (args.hours is not None and args.hours <= 0):
         return _fail("--recordings and --hours must be positive")
     if (
@@ -199,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         world=world,
         reference=reference,
         forecast=ForecastSettings(safety=args.forecast_safety, headroom=args.forecast_headroom),
-        schedule=ScheduleSettings(window=60 * args.schedule_window),
+        schedule=learning,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     if "planner-schedule" in names:

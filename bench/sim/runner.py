@@ -225,7 +225,9 @@ def run_all(scenario: Scenario, names: Sequence[str], *, jobs: int = 1) -> list[
     Each run is seeded by the scenario's seed and the policy's name alone, so running them in
     parallel processes changes nothing but the wall time."""
     for name in names:
-        if name != ORACLE:
+        if name in LEARNED and scenario.reference is None:
+            raise ValueError(f"{name} needs a reference day to learn from")
+        if name not in (ORACLE, *LEARNED):
             _policy(scenario, name)  # raises early for unknown names or missing inputs
     if jobs <= 1 or len(names) <= 1:
         return [run_policy(scenario, name) for name in names]
