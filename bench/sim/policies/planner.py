@@ -17,6 +17,7 @@ later plan terminate it, with decrement.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -89,6 +90,7 @@ class PlannerPolicy:
         self.settings = settings
         self.store = ReportStore()
         self.views: dict[str, ReportView] = {}
+        self._refresh_due: list[tuple[float, str]] = []
         self.first_seen: dict[str, float] = {}
         self.drain_requested: dict[str, float] = {}
         self.last_scale_out_at: float | None = None
@@ -123,6 +125,7 @@ class PlannerPolicy:
         if event is Event.BOOTED:
             phase = self.fleet.rng.uniform(0.0, self.settings.heartbeat)
             self.agents[instance_id] = _Agent(instance, phase)
+            heapq.heappush(self._refresh_due, (self.fleet.sim.now, instance_id))
         agent = self.agents[instance_id]
         if event is Event.STOPPED:
             agent.drained = True
@@ -188,19 +191,26 @@ class PlannerPolicy:
         # staleAfter - resync is fresh and its stale deadline lies beyond the resync deadline.
         # Moving only older ones to the latest heartbeat yields the plans of every-5-s
         # heartbeats at a fraction of the cost.
-        instances = self.spec.instances
-        refresh = max(self.settings.heartbeat, instances.staleAfter - self.spec.resync)
-        views = self.views
-        for instance_id, view in views.items():
+        # Each held report has one entry in `_refresh_due`, at the time it may need moving.
+        refresh = max(self.settings.heartbeat, self.spec.instances.staleAfter - self.spec.resync)
+        views, due = self.views, self._refresh_due
+        while due and due[0][0] <= now:
+            _, instance_id = heapq.heappop(due)
+            view = views.get(instance_id)
+            if view is None:
+                continue
             if now - view.received_at >= refresh:
-                agent = self.agents[instance_id]
-                views[instance_id] = replace(view, received_at=self._latest_heartbeat(agent, now))
+                beat = self._latest_heartbeat(self.agents[instance_id], now)
+                view = views[instance_id] = replace(view, received_at=beat)
+            heapq.heappush(due, (view.received_at + refresh, instance_id))
         asg = self.fleet.asg_view()
         first_seen = self.first_seen
-        seen = max(now, self.settings.started_at)
-        for row in asg.instances:
-            if row.instance_id not in first_seen:
-                first_seen[row.instance_id] = seen
+        # Gone instances leave first_seen, so equal sizes mean every instance is in it.
+        if len(first_seen) != len(asg.instances):
+            seen = max(now, self.settings.started_at)
+            for row in asg.instances:
+                if row.instance_id not in first_seen:
+                    first_seen[row.instance_id] = seen
         return Observed(
             asg=asg,
             reports=dict(views),
