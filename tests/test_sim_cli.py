@@ -100,6 +100,7 @@ def test_write_schedule_puts_the_learned_pool_where_asked(
         pytest.param(["--recordings", "0"], "must be positive", id="size"),
         pytest.param(["--schedule-window", "7"], "dividing 60", id="window"),
         pytest.param(["--schedule-rules", "10"], "at least 24", id="rules"),
+        pytest.param(["--idle-for", "soon"], "scaleIn.idleFor: invalid duration", id="idle-for"),
     ],
 )
 def test_bad_input_is_a_one_line_error(
@@ -127,3 +128,15 @@ def test_learning_on_a_trace_needs_a_reference_day(
     options = ["--trace", str(trace), "--policies", policy, "--out", str(tmp_path)]
     assert main(["--config", str(CONFIG), *options]) == 2
     assert "needs --reference" in capsys.readouterr().err
+
+
+def test_idle_for_overrides_the_pools_scale_in_delay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--idle-for takes a config duration and replaces scaleIn.idleFor in the simulated pool."""
+    options = ["--recordings", "50", "--hours", "1", "--policies", "planner", "--no-plot"]
+    code = main(["--config", str(CONFIG), *options, "--idle-for", "1m", "--out", str(tmp_path)])
+    assert code == 0
+    capsys.readouterr()
+    document = json.loads((tmp_path / "sim.json").read_text())
+    assert document["scenario"]["pool"]["scaleInIdleFor"] == 60.0

@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         help="capacity.max for every policy (default: the config's, raised to fit the demand)",
     )
     p.add_argument("--target-free", type=int, help="override the pool's targetFree")
+    p.add_argument(
+        "--idle-for",
+        metavar="DURATION",
+        help="override the pool's scaleIn.idleFor (e.g. 1m or 60)",
+    )
     p.add_argument("--grace", type=float, default=30.0, help="seconds a request waits")
     p.add_argument("--boot-mean", type=float, default=90.0)
     p.add_argument("--boot-spread", type=float, default=30.0)
@@ -121,23 +126,25 @@ def _spec(args: argparse.Namespace, peak: int) -> tuple[str, PoolSpec, str | Non
     state = load_desired_state(args.config)
     pool = state.pool(args.pool) if args.pool else state.pools[0]
     spec = pool.spec
+    document = spec.model_dump()
     note = None
     if args.target_free is not None:
-        spec = spec.model_copy(update={"targetFree": args.target_free})
+        document["targetFree"] = args.target_free
+    if args.idle_for is not None:
+        document["scaleIn"]["idleFor"] = args.idle_for
+    target_free = document["targetFree"]
     wanted = args.max
-    if wanted is None and math.ceil(1.5 * peak) + spec.targetFree > spec.capacity.max:
-        wanted = math.ceil(1.5 * peak) + spec.targetFree
+    if wanted is None and math.ceil(1.5 * peak) + target_free > spec.capacity.max:
+        wanted = math.ceil(1.5 * peak) + target_free
         note = (
             f"capacity.max raised from {spec.capacity.max} to {wanted} for every policy "
             f"(the demand peaks at {peak} concurrent recordings)"
         )
     if wanted is not None:
-        spec = spec.model_copy(
-            update={"capacity": spec.capacity.model_copy(update={"max": wanted})}
-        )
-    # Re-validate the edited spec so an override cannot slip past the config's rules.
+        document["capacity"]["max"] = wanted
+    # Validate the edited spec so an override cannot slip past the config's rules.
     try:
-        return pool.name, PoolSpec.model_validate(spec.model_dump()), note
+        return pool.name, PoolSpec.model_validate(document), note
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
