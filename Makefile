@@ -39,7 +39,8 @@ test: system-deps lint typecheck $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m sandbox $(ARGS)
 
-# One simulated day of demand under each autoscaling policy: table, out/sim.json, out/sim.png.
+# One simulated day of demand under each autoscaling policy: table, out/sim.json, out/sim.png,
+# and the learned schedule planner-schedule ran with, out/schedule.yaml.
 sim: $(STAMP)
 	$(BIN)/python -m bench.sim $(ARGS)
 
