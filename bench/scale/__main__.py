@@ -3,7 +3,8 @@
 For each fleet size it starts the controller's real app in its own process with the fast AWS
 fake injected (bench.scale.launcher), waits for /healthz, runs the agents' load from another
 process (bench.scale.loadgen), samples the controller's CPU and memory with psutil, reads
-per-pass figures from the launcher, then stops it with SIGTERM. It also times plan() in this
+per-pass figures from the launcher and the decision-latency histogram from /metrics, then
+stops it with SIGTERM. It also times plan() in this
 process on a 10,000-instance observation. Prints a table and writes out/bench.json.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import math
 import os
+import re
 import secrets
 import signal
 import socket
@@ -96,6 +98,31 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+DECISION_BUCKET = "jibri_autoscaler_decision_latency_seconds_bucket"
+_LE = re.compile(r'le="([^"]+)"')
+
+
+def _decision_buckets(url: str) -> dict[float, float]:
+    """The controller's decision_latency_seconds histogram: cumulative count by upper bound."""
+    status, body = _get(url + "/metrics")
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}")
+    buckets: dict[float, float] = {}
+    for line in body.decode().splitlines():
+        if line.startswith(DECISION_BUCKET + "{") and (le := _LE.search(line)):
+            buckets[float(le.group(1))] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bound of the bucket holding the q-quantile of what was observed in between."""
+    counts = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    return next(le for le, count in counts if count >= q * total)
+
+
 def bench_fleet(
     n: int,
     *,
@@ -157,6 +184,7 @@ def _measure(
     while time.monotonic() - started < warmup and all(p.poll() is None for p in loads):
         time.sleep(0.1)
     cpu_start, wall_start, since = proc.cpu_times(), time.monotonic(), time.perf_counter()
+    decisions_before = _decision_buckets(url)
     rss_peak = proc.memory_info().rss
     while any(p.poll() is None for p in loads):
         rss_peak = max(rss_peak, proc.memory_info().rss)
@@ -179,6 +207,7 @@ def _measure(
         "latencyP99": _quantile(latencies, 0.99),
         "latencyMax": latencies[-1] if latencies else None,
     }
+    decisions = _decision_buckets(url)
     status, body = _get(f"{url}/bench/stats?since={since}")
     if status != 200:
         raise RuntimeError(f"/bench/stats answered {status}")
@@ -209,6 +238,9 @@ def _measure(
         "serverHandlerSecondsP99": _quantile(passes["handlerSeconds"], 0.99),
         "loopLagSecondsP99": _quantile(passes["loopLagSeconds"], 0.99),
         "loopLagSecondsMax": max(passes["loopLagSeconds"], default=float("nan")),
+        "decisions": decisions.get(math.inf, 0.0) - decisions_before.get(math.inf, 0.0),
+        "decisionSecondsP50AtMost": _bucket_quantile(decisions_before, decisions, 0.5),
+        "decisionSecondsP99AtMost": _bucket_quantile(decisions_before, decisions, 0.99),
         "awsCallsByOperation": passes["awsCallsByOperation"],
         "cloudwatchCallsByOperation": passes["cloudwatchCallsByOperation"],
     }
@@ -243,6 +275,9 @@ def render(results: Sequence[dict[str, Any]], plan: dict[str, Any]) -> str:
             f"  reconcile pass   {r['passes']} passes ({r['passesPerSecond']}/s)   "
             f"p50 {_ms(r['passSecondsP50'])}   p99 {_ms(r['passSecondsP99'])}   "
             f"plan() in pass p50 {_ms(r['planSecondsP50'])}, max {_ms(r['planSecondsMax'])}",
+            f"  decision latency p50 <= {_ms(r['decisionSecondsP50AtMost'])}   p99 <= "
+            f"{_ms(r['decisionSecondsP99AtMost'])}   (report → first AWS call of its pass, "
+            f"{r['decisions']:.0f} passes; bucket bounds of the controller's histogram)",
             f"  AWS calls/pass   mean {r['awsCallsPerPassMean']}   max {r['awsCallsPerPassMax']}"
             f"   (protection changes/pass mean {r['protectionChangesPerPassMean']}; calls beyond "
             f"ceil(changes/50) at most {r['awsCallsBeyondChangesOver50Max']})",
