@@ -11,6 +11,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY controller ./controller
 COPY agent ./agent
 RUN python -m venv /opt/jibri-autoscaler \

@@ -10,9 +10,9 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 
-from agent import logs
 from agent.settings import OPTIONS, TOKEN_FILE_ENV, Settings, SettingsError, load_settings
-from controller.wire import TOKEN_ENV
+from common import logs
+from common.wire import TOKEN_ENV
 
 log = logging.getLogger("agent")
 

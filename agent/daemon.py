@@ -1,7 +1,7 @@
 """The agent daemon: wires Jibri, the reporter, the drain and the fallback together.
 
 `Agent` holds the shared pieces; `agent_tasks` lists the background tasks, each a named
-coroutine run under `agent.tasks.run_until_stopped`. To add a task, append it there.
+coroutine run under `common.aiokits.tasks.run_until_stopped`. To add a task, append it there.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from agent.drain import MARKER_NAME, Drainer, DrainMarker
 from agent.fallback import Fallback
 from agent.identity import Identity, IdentityError, resolve_identity
 from agent.jibri import JibriClient, Probe
-from agent.logs import Transitions
 from agent.metrics import AgentMetrics, metrics_app
 from agent.reporter import Reporter
 from agent.settings import Listen, Settings
 from agent.spool import Spool
 from agent.status import Board, LocalState
-from agent.tasks import NamedTask, run_until_stopped
 from agent.upload_metrics import UploadMetrics
 from agent.uploader import Uploader
 from agent.webhook import webhook_app
+from common.aiokits.tasks import NamedTask, run_until_stopped
+from common.logs import Transitions
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from agent.logs import Transitions
 from agent.metrics import AgentMetrics
 from agent.status import LocalState, Signal
-from controller.wire import BusyStatus
+from common.logs import Transitions
+from common.wire import BusyStatus
 
 log = logging.getLogger(__name__)
 

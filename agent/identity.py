@@ -13,7 +13,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from controller.wire import INSTANCE_ID_RE
+from common.wire import INSTANCE_ID_RE
 
 TOKEN_TTL_SECONDS: Final = 300
 _TOKEN_PATH: Final = "/latest/api/token"

@@ -24,8 +24,8 @@ from typing import Any, Final, TypeVar
 
 import aiohttp
 
-from agent.logs import Transitions
-from controller.wire import BusyStatus, HealthStatus, JibriStatus
+from common.logs import Transitions
+from common.wire import BusyStatus, HealthStatus, JibriStatus
 
 log = logging.getLogger(__name__)
 

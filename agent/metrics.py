@@ -17,7 +17,7 @@ from prometheus_client import (
 from agent.jibri import UNKNOWN
 from agent.jibri import Outcome as ProbeOutcome
 from agent.status import LocalState
-from controller.wire import BusyStatus, HealthStatus
+from common.wire import BusyStatus, HealthStatus
 
 REPORT_OUTCOMES = (
     "ok",

@@ -25,7 +25,6 @@ from tenacity import (
 )
 
 from agent.checksums import checksum, composite, same_checksum
-from agent.logs import Transitions
 from agent.s3client import (
     S3,
     CompletedPart,
@@ -37,6 +36,7 @@ from agent.s3keys import content_type
 from agent.upload_config import UploadConfig
 from agent.upload_metrics import UploadMetrics
 from agent.upload_state import FileRecord, PartRecord, StateStore
+from common.logs import Transitions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -24,10 +24,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from agent.logs import Transitions
 from agent.metrics import AgentMetrics
 from agent.status import LocalState, Signal
-from controller.wire import REPORTS_PATH, Report, ReportAnswer
+from common.logs import Transitions
+from common.wire import REPORTS_PATH, Report, ReportAnswer
 
 log = logging.getLogger(__name__)
 

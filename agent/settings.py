@@ -13,11 +13,11 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from agent.checksums import ChecksumAlgorithm
-from agent.logs import LogFormat
 from agent.s3keys import DEFAULT_KEY_TEMPLATE
 from agent.upload_config import UploadConfig, bucket_name, concurrency, key_template, part_size
-from controller.config import parse_duration
-from controller.wire import INSTANCE_ID_RE, TOKEN_ENV
+from common.durations import parse_duration
+from common.logs import LogFormat
+from common.wire import INSTANCE_ID_RE, TOKEN_ENV
 
 TOKEN_FILE_ENV: Final = "JIBRI_AGENT_TOKEN_FILE"
 

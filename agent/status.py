@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass
 
 from agent.jibri import UNKNOWN, Outcome, Probe
-from controller.wire import BusyStatus, HealthStatus, JibriStatus
+from common.wire import BusyStatus, HealthStatus, JibriStatus
 
 
 @dataclass(frozen=True)

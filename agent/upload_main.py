@@ -19,7 +19,6 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from agent import logs
 from agent.checksums import ChecksumAlgorithm
 from agent.finalize import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from agent.s3client import open_s3
@@ -28,6 +27,7 @@ from agent.spool import Spool, SpoolBusy
 from agent.upload_config import UploadConfig, part_size
 from agent.upload_metrics import UploadMetrics
 from agent.uploader import Uploader
+from common import logs
 
 log = logging.getLogger("agent.upload")
 

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from agent.logs import Transitions
 from agent.object_upload import ObjectUploader, PermanentUploadError, stat_record
 from agent.s3client import S3, MultipartUploadRef, NoSuchUploadError
 from agent.s3keys import object_metadata
@@ -25,6 +24,7 @@ from agent.spool import RESERVED_NAMES, Spool, SpoolBusy, UploadLock, read_info
 from agent.upload_config import UploadConfig
 from agent.upload_metrics import UploadMetrics
 from agent.upload_state import StateStore
+from common.logs import Transitions
 
 log = logging.getLogger(__name__)
 

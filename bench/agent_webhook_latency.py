@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.wire import BusyStatus
+from common.wire import BusyStatus
 from sandbox.fake_jibri import FakeJibri
 from tests.support.agent_process import Recorder, agent_env
 from tests.support.fake_controller import FakeController

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from common.logs import event
 from controller.aws import AutoScaling, AwsError
-from controller.logs import event
 from controller.metrics import Metrics
 from controller.model import (
     Action,

@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from common.logs import event
 from controller import cw_names
 from controller.alarms import (
     AlarmDefinition,
@@ -34,7 +35,6 @@ from controller.fallback_scaling import (
     policy_request,
     resolve,
 )
-from controller.logs import event
 
 log = logging.getLogger("controller.cloudwatch")
 

@@ -20,13 +20,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller import logs
+from common import logs
+from common.logs import event
+from common.wire import TOKEN_ENV
 from controller.actuator import Actuator
 from controller.aws import AwsClients, AwsSettings
 from controller.cloudwatch import Apis, CloudWatchSync
 from controller.config import ConfigError, DesiredState, load_desired_state
 from controller.cw_aws import CloudWatchClients
-from controller.logs import event
 from controller.loop import AutoScalingFactory, Controller, ExtraStep, Planner, guarded_task
 from controller.metrics import Metrics
 from controller.planner import plan as default_planner
@@ -34,7 +35,6 @@ from controller.reload import ConfigWatcher, load
 from controller.server import Server, ServerContext, make_app
 from controller.status import render
 from controller.store import ReportStore
-from controller.wire import TOKEN_ENV
 
 log = logging.getLogger("controller")
 

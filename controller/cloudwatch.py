@@ -20,13 +20,13 @@ from typing import Any, Final
 
 from prometheus_client import Counter
 
+from common.logs import event
 from controller import cw_names
 from controller.alarm_sync import AlarmMemory, AlarmSync
 from controller.aws import AwsError
 from controller.config import JibriPool
 from controller.cw_aws import CloudWatchApi, ScalingPolicyApi
 from controller.cw_metrics import batches, pool_data
-from controller.logs import event
 from controller.loop import guarded_task
 from controller.metrics import PREFIX, Metrics
 from controller.model import Observed, Plan

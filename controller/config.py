@@ -6,7 +6,6 @@ Errors name the file, the document, the field path and the reason.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -27,30 +26,10 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from common.durations import Duration, PositiveDuration, parse_duration
 from controller.cw_names import DIMENSION, FALLBACK_ALARM, MAX_SHORT_ALARM_NAME, POOL_METRICS
 from controller.schedule import DAY_NAMES, Window, effective_target, parse_field
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Turn `30s`, `5m`, `1h`, `1.5h`, `250ms` or a number of seconds into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string such as 30s, 5m, 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION_RE.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError(f"invalid duration {value!r}: use seconds or a string such as 30s, 5m, 1h")
-    if seconds < 0:
-        raise ValueError(f"a duration cannot be negative: {value!r}")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[Duration, Field(gt=0)]
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
 
 

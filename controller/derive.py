@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 
+from common.wire import BusyStatus, HealthStatus
 from controller.config import PoolSpec
 from controller.model import (
     PROTECTED_STATES,
@@ -21,7 +22,6 @@ from controller.model import (
     Observed,
     ReportView,
 )
-from controller.wire import BusyStatus, HealthStatus
 
 _GONE_PREFIXES = ("Terminating", "Terminated")
 # The plan leaves these as they are: unknowns are only observed, and the rest are leaving.

@@ -31,10 +31,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.logs import event
 from controller.actuator import ActuationError, Actuator
 from controller.aws import AutoScaling, AwsError
 from controller.config import DesiredState, JibriPool, PoolSpec
-from controller.logs import event
 from controller.metrics import Metrics
 from controller.model import InstanceState, Observed, Plan
 from controller.observe import PoolMemory, observe, read_group

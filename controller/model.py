@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
-from controller.wire import BusyStatus, HealthStatus
+from common.wire import BusyStatus, HealthStatus
 
 
 class InstanceState(StrEnum):

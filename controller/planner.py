@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from common.wire import BusyStatus
 from controller.config import PoolSpec
 from controller.derive import Derivation, derive_all, in_startup_window
 from controller.model import (
@@ -30,7 +31,6 @@ from controller.model import (
     SetProtection,
     Terminate,
 )
-from controller.wire import BusyStatus
 
 PROTECTION_BATCH = 50
 """SetInstanceProtection takes at most 50 instance ids per call."""

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from common.logs import event
 from controller.config import ConfigError, ConfigProblem, DesiredState, parse_desired_state
-from controller.logs import event
 from controller.metrics import Metrics
 
 log = logging.getLogger("controller.reload")

@@ -13,12 +13,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
-from controller.logs import event
+from common.logs import event
+from common.wire import MAX_REPORT_BYTES, REPORTS_PATH, Report
 from controller.loop import Controller
 from controller.metrics import Metrics
 from controller.status import health, status
 from controller.store import Outcome
-from controller.wire import MAX_REPORT_BYTES, REPORTS_PATH, Report
 
 log = logging.getLogger("controller.server")
 

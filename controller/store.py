@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from common.wire import BusyStatus, HealthStatus, Report
 from controller.model import ReportView
-from controller.wire import BusyStatus, HealthStatus, Report
 
 
 class Outcome(StrEnum):

@@ -13,7 +13,8 @@ from typing import Final
 
 from rich.console import Console
 
-from controller.config import ConfigError, parse_duration
+from common.durations import parse_duration
+from controller.config import ConfigError
 from sandbox.demand import DayPattern, TraceError, load_trace
 from sandbox.fleet import BootDelay
 from sandbox.ledger import render_summary

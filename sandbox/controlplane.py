@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from controller.wire import TOKEN_ENV
+from common.wire import TOKEN_ENV
 from sandbox.ledger import ActionEvent
 from sandbox.procs import Child, spawn
 

@@ -24,8 +24,8 @@ import aiohttp
 from rich.console import Console
 from rich.live import Live
 
+from common.wire import TOKEN_ENV
 from controller.config import DesiredState
-from controller.wire import TOKEN_ENV
 from sandbox.controlplane import ControlPlane
 from sandbox.demand import DayPattern, Recording
 from sandbox.emulator import Emulator, bootstrap, list_keys, running_emulator

@@ -14,7 +14,7 @@ import pytest
 
 from agent.daemon import StartupError, run_agent
 from agent.settings import Settings, load_settings
-from controller.wire import BusyStatus
+from common.wire import BusyStatus
 from sandbox.fake_jibri import FakeJibri
 from tests.support.fake_controller import FakeController
 from tests.support.loopback import eventually, free_port, serving

@@ -7,7 +7,7 @@ import pytest
 
 from agent.drain import Drainer, DrainMarker, DrainRecord
 from agent.jibri import UNKNOWN, Outcome, Probe
-from controller.wire import BusyStatus, HealthStatus, JibriStatus
+from common.wire import BusyStatus, HealthStatus, JibriStatus
 
 IDLE = JibriStatus(busyStatus=BusyStatus.IDLE, healthStatus=HealthStatus.HEALTHY)
 BUSY = JibriStatus(busyStatus=BusyStatus.BUSY, healthStatus=HealthStatus.HEALTHY)

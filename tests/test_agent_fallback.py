@@ -11,7 +11,7 @@ from agent.fallback import AwsError, Fallback, Membership, wants_protection
 from agent.jibri import UNKNOWN
 from agent.metrics import AgentMetrics
 from agent.status import LocalState, Signal
-from controller.wire import BusyStatus, HealthStatus, JibriStatus
+from common.wire import BusyStatus, HealthStatus, JibriStatus
 from tests.support.loopback import eventually
 
 INSTANCE = "i-0123456789abcdef0"

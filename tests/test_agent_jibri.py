@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from agent.jibri import UNKNOWN, JibriClient, MalformedStatus, Outcome, parse_health, parse_status
-from controller.wire import BusyStatus, HealthStatus, JibriStatus
+from common.wire import BusyStatus, HealthStatus, JibriStatus
 from tests.support.loopback import free_port, serving
 
 
@@ -163,7 +163,11 @@ async def test_failures_log_one_line_per_transition(
     fake.reply = good
     for _ in range(3):
         await client.probe()
-    lines = [r.getMessage() for r in caplog.records if r.name == "agent.jibri"]
+    lines = [
+        " ".join([r.getMessage(), *map(str, getattr(r, "fields", {}).values())])
+        for r in caplog.records
+        if r.name == "agent.jibri"
+    ]
     assert len(lines) == 3, lines
     assert "malformed" in lines[0] and "HTTP 503" in lines[1] and "answering again" in lines[2]
 

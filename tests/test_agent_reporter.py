@@ -13,7 +13,7 @@ from agent.jibri import UNKNOWN
 from agent.metrics import AgentMetrics
 from agent.reporter import Reporter
 from agent.status import LocalState, Signal
-from controller.wire import BusyStatus, HealthStatus, JibriStatus
+from common.wire import BusyStatus, HealthStatus, JibriStatus
 from tests.support.fake_controller import FakeController
 from tests.support.loopback import eventually, free_port, serving
 
@@ -160,7 +160,11 @@ async def test_wrong_token_logs_once_and_keeps_reporting(
         await eventually(lambda: rig.count("unauthorized") >= 4, what="repeated 401s")
         rig.controller.token = "s3cret"
         await eventually(lambda: rig.count("ok") >= 2, what="accepted reports")
-    lines = [r.getMessage() for r in caplog.records if r.name == "agent.reporter"]
+    lines = [
+        " ".join([r.getMessage(), *map(str, getattr(r, "fields", {}).values())])
+        for r in caplog.records
+        if r.name == "agent.reporter"
+    ]
     assert len(lines) == 3, lines
     assert "401" in lines[0] and "first report" in lines[1] and "accepted again" in lines[2]
 

@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from agent import logs
 from agent.jibri import UNKNOWN, Outcome, Probe
 from agent.metrics import AgentMetrics
 from agent.status import Board
-from agent.tasks import NamedTask, run_until_stopped
 from agent.webhook import webhook_app
-from controller.wire import BusyStatus, HealthStatus, JibriStatus
+from common import logs
+from common.aiokits.tasks import NamedTask, run_until_stopped
+from common.wire import BusyStatus, HealthStatus, JibriStatus
 from tests.support.loopback import serving
 
 IDLE = JibriStatus(busyStatus=BusyStatus.IDLE, healthStatus=HealthStatus.HEALTHY)
@@ -122,12 +122,13 @@ async def test_a_failing_task_stops_the_rest(caplog: pytest.LogCaptureFixture) -
     async def broken() -> None:
         raise RuntimeError("boom")
 
-    caplog.set_level(logging.ERROR, logger="agent.tasks")
+    caplog.set_level(logging.ERROR, logger="common.tasks")
     ok = await run_until_stopped(
         [NamedTask("forever", forever), NamedTask("broken", broken)], asyncio.Event()
     )
     assert ok is False and cancelled.is_set()
-    assert "task broken has failed" in caplog.text
+    failed = [r for r in caplog.records if r.getMessage() == "task has failed"]
+    assert [getattr(r, "fields", {}).get("task") for r in failed] == ["broken"]
 
 
 async def test_stop_ends_the_run_cleanly() -> None:

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from agent.settings import OPTIONS, load_settings
+from common.wire import TOKEN_ENV
 from controller.cli import build_parser
 from controller.config import parse_desired_state
-from controller.wire import TOKEN_ENV
 from tests.support.cfn import REPO, TEMPLATE, Resolver, load_template
 
 TEMPLATES = sorted((REPO / "deploy" / "cloudformation").glob("*.yaml"))

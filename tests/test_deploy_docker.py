@@ -184,7 +184,7 @@ def test_build_context_holds_only_what_the_build_copies() -> None:
 
 
 def test_build_context_imports_without_the_repository(tmp_path: Path) -> None:
-    """Every module of controller/ and agent/ imports from the files the image is built from,
+    """Every module of common/, controller/ and agent/ imports from the files the image is built from,
     so the image cannot miss a package the code needs."""
     for path in _admitted(REPO):
         target = tmp_path / path.relative_to(REPO)
@@ -192,7 +192,7 @@ def test_build_context_imports_without_the_repository(tmp_path: Path) -> None:
         shutil.copy2(path, target)
     modules = sorted(
         ".".join(p.relative_to(tmp_path).with_suffix("").parts)
-        for package in ("controller", "agent")
+        for package in ("common", "controller", "agent")
         for p in (tmp_path / package).rglob("*.py")
         if p.name != "__main__.py"
     )

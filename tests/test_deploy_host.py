@@ -14,8 +14,8 @@ import pytest
 
 from agent.cli import _parser as agent_parser
 from agent.settings import OPTIONS, TOKEN_FILE_ENV, load_settings
+from common.wire import TOKEN_ENV
 from controller.cli import build_parser as controller_parser
-from controller.wire import TOKEN_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEMD = REPO / "deploy" / "systemd"

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import uuid
 
+from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.actuator import Actuator
 from controller.aws import AutoScaling, TerminationHook
 from controller.config import parse_desired_state
 from controller.loop import Backoff, Controller, PoolRunner
 from controller.metrics import Metrics
 from controller.store import ReportStore
-from controller.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from tests.support.lifecycle_fake import WAIT, HookedAutoScaling
 
 GROUP = "jibri"

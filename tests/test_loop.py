@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.actuator import Actuator
 from controller.aws import AutoScaling
 from controller.config import DesiredState, JibriPool, PoolSpec, parse_desired_state
@@ -22,7 +23,6 @@ from controller.model import AsgView, Observed, Plan
 from controller.planner import plan as real_plan
 from controller.reload import ConfigWatcher, load
 from controller.store import ReportStore
-from controller.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from tests.fakes import FakeAutoScaling
 
 FAST = Backoff(base=0.01, cap=0.05)

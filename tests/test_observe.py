@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.aws import TerminationHook
 from controller.config import PoolSpec
 from controller.model import AsgInstance, AsgView
 from controller.observe import PoolMemory, observe, read_group
 from controller.store import ReportStore
-from controller.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from tests.fakes import FakeAutoScaling
 
 A, B, C = "i-0000000a", "i-0000000b", "i-0000000c"

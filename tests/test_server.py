@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from common.wire import MAX_REPORT_BYTES
 from controller.actuator import Actuator
 from controller.aws import AUTOSCALING_OPERATIONS, AioAutoScaling, AutoScaling
 from controller.config import parse_desired_state
@@ -17,7 +18,6 @@ from controller.loop import Controller, PoolRunner
 from controller.metrics import Metrics
 from controller.server import ServerContext, make_app
 from controller.store import ReportStore
-from controller.wire import MAX_REPORT_BYTES
 from tests.fakes import FakeAutoScaling, ManualClock
 
 TOKEN = "s3cret-token"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.store import Outcome, ReportStore
-from controller.wire import BusyStatus, HealthStatus, JibriStatus, Report
 
 IID = "i-0123456789abcdef0"
 

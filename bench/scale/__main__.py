@@ -32,7 +32,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 
 from bench.scale.plan_timing import time_plan
-from controller.wire import TOKEN_ENV
+from common.wire import TOKEN_ENV
 
 AWS_NOTE = (
     "AWS: in-process fake behind controller.aws.AutoScaling and the CloudWatch Protocols "

@@ -25,7 +25,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bench.scale.fake_aws import FastAutoScaling, FastCloudWatch
-from controller import logs
+from common import logs
+from common.wire import REPORTS_PATH, TOKEN_ENV
 from controller.aws import AutoScaling, AwsSettings
 from controller.cli import RunOptions, UsageError, serve
 from controller.config import JibriPool, PoolSpec
@@ -34,7 +35,6 @@ from controller.loop import guarded_task
 from controller.model import Observed, Plan, SetProtection
 from controller.planner import plan as real_plan
 from controller.reload import load
-from controller.wire import REPORTS_PATH, TOKEN_ENV
 
 LAG_PROBE = 0.01
 

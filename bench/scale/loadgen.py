@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.scale.fake_aws import instance_id
-from controller.wire import REPORTS_PATH, TOKEN_ENV
+from common.wire import REPORTS_PATH, TOKEN_ENV
 
 PERIOD = 5.0
 SLOTS = 50

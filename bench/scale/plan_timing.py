@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from bench.scale.fake_aws import instance_id
+from common.wire import BusyStatus, HealthStatus
 from controller.config import PoolSpec
 from controller.model import AsgInstance, AsgView, Observed, ReportView
 from controller.planner import plan
-from controller.wire import BusyStatus, HealthStatus
 
 NOW = 100_000.0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.wire import BusyStatus, Report
+from common.wire import BusyStatus, Report
 from tests.support.agent_process import AgentProcess, agent_env, make_recorder, shutdown
 from tests.support.fake_controller import FakeController
 from tests.support.loopback import eventually, serving

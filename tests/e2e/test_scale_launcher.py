@@ -11,7 +11,7 @@ import pytest
 
 from bench.scale.__main__ import CONFIG
 from bench.scale.fake_aws import instance_id
-from controller.wire import TOKEN_ENV
+from common.wire import TOKEN_ENV
 from tests.support.controller import REPO, TOKEN, Agent, RunningController, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from collections import deque
 
 from aiohttp import web
 
-from controller.wire import REPORTS_PATH, Report
+from common.wire import REPORTS_PATH, Report
 
 
 class FakeController:

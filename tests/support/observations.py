@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.wire import BusyStatus, HealthStatus
 from controller.config import PoolSpec
 from controller.model import AsgInstance, AsgView, LifecycleWait, Observed, ReportView
-from controller.wire import BusyStatus, HealthStatus
 
 STARTED = 1_000.0
 """The controller's start time in every built observation."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from bench.sim.fleet import Event, Fleet, Instance
+from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.config import PoolSpec
 from controller.model import (
     Drain,
@@ -37,7 +38,6 @@ from controller.model import (
 )
 from controller.planner import plan
 from controller.store import ReportStore
-from controller.wire import BusyStatus, HealthStatus, JibriStatus, Report
 
 _IDLE = JibriStatus(busyStatus=BusyStatus.IDLE, healthStatus=HealthStatus.HEALTHY)
 _BUSY = JibriStatus(busyStatus=BusyStatus.BUSY, healthStatus=HealthStatus.HEALTHY)
