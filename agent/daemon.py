@@ -26,8 +26,8 @@ from agent.reporter import Reporter
 from agent.settings import Listen, Settings
 from agent.spool import Spool
 from agent.status import Board, LocalState
-from agent.upload_metrics import UploadMetrics
-from agent.uploader import Uploader
+from agent.upload.metrics import UploadMetrics
+from agent.upload.uploader import Uploader
 from agent.webhook import webhook_app
 from common.aiokits.tasks import NamedTask, run_until_stopped
 from common.logs import Transitions
@@ -234,7 +234,7 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
         if upload is None:
             log.warning("no --upload-bucket: recordings stay in the spool, and count as pending")
         else:
-            from agent.s3client import open_s3
+            from agent.upload.s3client import open_s3
 
             s3 = await stack.enter_async_context(
                 open_s3(

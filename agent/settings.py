@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from agent.checksums import ChecksumAlgorithm
-from agent.s3keys import DEFAULT_KEY_TEMPLATE
-from agent.upload_config import UploadConfig, bucket_name, concurrency, key_template, part_size
+from agent.upload.checksums import ChecksumAlgorithm
+from agent.upload.config import UploadConfig, bucket_name, concurrency, key_template, part_size
+from agent.upload.keys import DEFAULT_KEY_TEMPLATE
 from common.durations import parse_duration
 from common.logs import LogFormat
 from common.wire import INSTANCE_ID_RE, TOKEN_ENV

@@ -168,7 +168,7 @@ def run_agent(endpoint: str, work: Path, source: Path, args: argparse.Namespace,
         cwd=REPO,
         env=aws_env(endpoint),
     )
-    command = [sys.executable, "-m", "agent.upload_main", "--once", "--spool-dir", str(spool)]
+    command = [sys.executable, "-m", "agent.upload.main", "--once", "--spool-dir", str(spool)]
     command += ["--bucket", BUCKET, "--prefix", "agent", "--log-level", "info"]
     command += ["--part-size", f"{args.part_size_mib}MiB", "--concurrency", str(args.concurrency)]
     command += ["--checksum-algorithm", args.checksum_algorithm]

@@ -15,7 +15,6 @@ from typing import Any
 
 from common.logs import event
 from controller.aws import AutoScaling, AwsError
-from controller.metrics import Metrics
 from controller.model import (
     Action,
     CompleteLifecycle,
@@ -28,6 +27,7 @@ from controller.model import (
     Terminate,
 )
 from controller.observe import PoolMemory
+from controller.prometheus import Metrics
 
 log = logging.getLogger("controller.actuator")
 

@@ -32,8 +32,8 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from controller.metrics import Metrics
 from controller.model import AsgInstance, AsgView
+from controller.prometheus import Metrics
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient

@@ -25,15 +25,15 @@ from common.logs import event
 from common.wire import TOKEN_ENV
 from controller.actuator import Actuator
 from controller.aws import AwsClients, AwsSettings
-from controller.cloudwatch import Apis, CloudWatchSync
-from controller.config import ConfigError, DesiredState, load_desired_state
-from controller.cw_aws import CloudWatchClients
+from controller.cloudwatch.api import CloudWatchClients
+from controller.cloudwatch.step import Apis, CloudWatchSync
+from controller.http.server import Server, ServerContext, make_app
+from controller.http.status import render
 from controller.loop import AutoScalingFactory, Controller, ExtraStep, Planner, guarded_task
-from controller.metrics import Metrics
 from controller.planner import plan as default_planner
+from controller.prometheus import Metrics
 from controller.reload import ConfigWatcher, load
-from controller.server import Server, ServerContext, make_app
-from controller.status import render
+from controller.spec import ConfigError, DesiredState, load_desired_state
 from controller.store import ReportStore
 
 log = logging.getLogger("controller")

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from common.wire import BusyStatus, HealthStatus
-from controller.config import PoolSpec
 from controller.model import (
     PROTECTED_STATES,
     AsgInstance,
@@ -22,6 +21,7 @@ from controller.model import (
     Observed,
     ReportView,
 )
+from controller.spec import PoolSpec
 
 _GONE_PREFIXES = ("Terminating", "Terminated")
 # The plan leaves these as they are: unknowns are only observed, and the rest are leaving.

@@ -34,11 +34,11 @@ from typing import Any
 from common.logs import event
 from controller.actuator import ActuationError, Actuator
 from controller.aws import AutoScaling, AwsError
-from controller.config import DesiredState, JibriPool, PoolSpec
-from controller.metrics import Metrics
 from controller.model import InstanceState, Observed, Plan
 from controller.observe import PoolMemory, observe, read_group
 from controller.planner import plan as default_planner
+from controller.prometheus import Metrics
+from controller.spec import DesiredState, JibriPool, PoolSpec
 from controller.store import ReportStore
 
 log = logging.getLogger("controller.loop")

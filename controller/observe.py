@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from controller.aws import AutoScaling, TerminationHook
-from controller.config import PoolSpec
 from controller.model import AsgView, LifecycleWait, Observed
+from controller.spec import PoolSpec
 from controller.store import ReportStore
 
 WAITING = "Terminating:Wait"

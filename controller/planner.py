@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from common.wire import BusyStatus
-from controller.config import PoolSpec
 from controller.derive import Derivation, derive_all, in_startup_window
 from controller.model import (
     Action,
@@ -31,6 +30,7 @@ from controller.model import (
     SetProtection,
     Terminate,
 )
+from controller.spec import PoolSpec
 
 PROTECTION_BATCH = 50
 """SetInstanceProtection takes at most 50 instance ids per call."""

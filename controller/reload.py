@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from common.logs import event
-from controller.config import ConfigError, ConfigProblem, DesiredState, parse_desired_state
-from controller.metrics import Metrics
+from controller.prometheus import Metrics
+from controller.spec import ConfigError, ConfigProblem, DesiredState, parse_desired_state
 
 log = logging.getLogger("controller.reload")
 

@@ -14,7 +14,7 @@ from typing import Final
 from rich.console import Console
 
 from common.durations import parse_duration
-from controller.config import ConfigError
+from controller.spec import ConfigError
 from sandbox.demand import DayPattern, TraceError, load_trace
 from sandbox.fleet import BootDelay
 from sandbox.ledger import render_summary

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.config import DesiredState, JibriPool
+from controller.spec import DesiredState, JibriPool
 
 DEFAULT_REGION = "us-east-1"
 

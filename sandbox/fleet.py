@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from controller.config import DesiredState
+from controller.spec import DesiredState
 from sandbox.emulator import Emulator, GroupInstance, describe_group
 from sandbox.fake_jibri import FakeJibri, NotIdle
 from sandbox.ledger import ActionEvent, BusyTermination, Ledger

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.live import Live
 
 from common.wire import TOKEN_ENV
-from controller.config import DesiredState
+from controller.spec import DesiredState
 from sandbox.controlplane import ControlPlane
 from sandbox.demand import DayPattern, Recording
 from sandbox.emulator import Emulator, bootstrap, list_keys, running_emulator

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from controller.config import DesiredState, load_desired_state, parse_desired_state
+from controller.spec import DesiredState, load_desired_state, parse_desired_state
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Timings:
 def scaled_desired_state(source: Path, timings: Timings) -> tuple[str, DesiredState]:
     """The YAML text of `source` with `timings` applied, and its validated state.
 
-    Raises controller.config.ConfigError, naming `source`, when the file itself is invalid.
+    Raises controller.spec.ConfigError, naming `source`, when the file itself is invalid.
     """
     load_desired_state(source)
     documents = [d for d in yaml.safe_load_all(source.read_text(encoding="utf-8")) if d]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.aws import AwsError, TerminationHook
-from controller.cw_metrics import Datum
+from controller.cloudwatch.datapoints import Datum
 from controller.model import AsgInstance, AsgView
 
 PROTECTION_BATCH = 50
@@ -123,7 +123,7 @@ class FastAutoScaling:
 
 
 class FastCloudWatch:
-    """`controller.cw_aws.CloudWatchApi` and `ScalingPolicyApi` that only count."""
+    """`controller.cloudwatch.api.CloudWatchApi` and `ScalingPolicyApi` that only count."""
 
     def __init__(self, latency: float = 0.0) -> None:
         self.latency = latency

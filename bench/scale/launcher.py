@@ -29,12 +29,12 @@ from common import logs
 from common.wire import REPORTS_PATH, TOKEN_ENV
 from controller.aws import AutoScaling, AwsSettings
 from controller.cli import RunOptions, UsageError, serve
-from controller.config import JibriPool, PoolSpec
-from controller.cw_aws import CloudWatchApi, ScalingPolicyApi
+from controller.cloudwatch.api import CloudWatchApi, ScalingPolicyApi
 from controller.loop import guarded_task
 from controller.model import Observed, Plan, SetProtection
 from controller.planner import plan as real_plan
 from controller.reload import load
+from controller.spec import JibriPool, PoolSpec
 
 LAG_PROBE = 0.01
 

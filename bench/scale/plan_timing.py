@@ -7,9 +7,9 @@ from typing import Any
 
 from bench.scale.fake_aws import instance_id
 from common.wire import BusyStatus, HealthStatus
-from controller.config import PoolSpec
 from controller.model import AsgInstance, AsgView, Observed, ReportView
 from controller.planner import plan
+from controller.spec import PoolSpec
 
 NOW = 100_000.0
 

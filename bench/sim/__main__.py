@@ -20,7 +20,7 @@ from bench.sim.policies.forecast import ForecastSettings
 from bench.sim.report import as_json, plot, table
 from bench.sim.runner import LEARNED, ORACLE, POLICIES, WHAT_IF, Scenario, run_all, schedule_spec
 from bench.sim.schedule_rules import MIN_RULE_BUDGET
-from controller.config import ConfigError, PoolSpec, load_desired_state
+from controller.spec import ConfigError, PoolSpec, load_desired_state
 
 DEFAULT_POLICIES = (*POLICIES, *LEARNED, ORACLE)
 

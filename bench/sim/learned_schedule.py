@@ -28,7 +28,7 @@ import yaml
 from bench.sim.demand import Recording
 from bench.sim.policies.forecast import ForecastSettings
 from bench.sim.schedule_rules import MIN_RULE_BUDGET, fit_rules
-from controller.config import PoolSpec
+from controller.spec import PoolSpec
 
 DAY = 86_400
 BUCKET = 10

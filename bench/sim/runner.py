@@ -21,7 +21,7 @@ from bench.sim.policies.forecast import Forecast, ForecastPlannerPolicy, Forecas
 from bench.sim.policies.jitsi import JitsiAutoscalerPolicy, JitsiSettings
 from bench.sim.policies.planner import ControllerSettings, PlannerPolicy, SchedulePlannerPolicy
 from bench.sim.policies.target_tracking import TargetTrackingPolicy, TargetTrackingSettings
-from controller.config import PoolSpec
+from controller.spec import PoolSpec
 
 POLICIES = ("classic", "jitsi-autoscaler", "target-tracking", "planner")
 LEARNED = ("planner-schedule",)

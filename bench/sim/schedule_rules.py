@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from controller.config import ScheduleRule
+from controller.spec import ScheduleRule
 
 MIN_RULE_BUDGET = 24
 """One run per hour always fits: a rule budget below this cannot be met."""

@@ -41,7 +41,7 @@ import pytest
 
 from agent.settings import load_settings
 from common.wire import TOKEN_ENV
-from controller.config import parse_desired_state
+from controller.spec import parse_desired_state
 from tests.support.agent_process import agent_env, make_recorder, shutdown
 from tests.support.aws import Emulator
 from tests.support.cfn import Resolver, load_template

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import DesiredState, parse_desired_state
+from controller.spec import DesiredState, parse_desired_state
 from sandbox import emulator as sandbox_aws
 from sandbox.fake_jibri import FakeJibri
 from sandbox.fleet import BootDelay, Fleet, Node

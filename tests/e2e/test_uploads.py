@@ -24,9 +24,9 @@ import crc32c
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.checksums import ChecksumAlgorithm, checksum
-from agent.s3client import open_s3
 from agent.spool import STATE_NAME, Spool, parse_entry_name
+from agent.upload.checksums import ChecksumAlgorithm, checksum
+from agent.upload.s3client import open_s3
 from sandbox.fake_jibri import FakeJibri
 from tests.support.aws import Emulator
 from tests.support.fake_controller import FakeController
@@ -94,7 +94,7 @@ def uploader(
     emulator: Emulator, endpoint: str, spool: Path, *extra: str, once: bool = True
 ) -> subprocess.Popen[str]:
     env = {**os.environ, **emulator.env(), "AWS_ENDPOINT_URL": endpoint, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "agent.upload_main", "--spool-dir", str(spool)]
+    command = [sys.executable, "-m", "agent.upload.main", "--spool-dir", str(spool)]
     command += ["--bucket", BUCKET, "--part-size", "5MiB", *extra]
     return subprocess.Popen(
         [*command, *(["--once"] if once else [])],

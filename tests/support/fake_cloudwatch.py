@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.aws import AwsError
-from controller.cw_metrics import MAX_DATA_PER_REQUEST, Datum
+from controller.cloudwatch.datapoints import MAX_DATA_PER_REQUEST, Datum
 
 ACCOUNT = "123456789012"
 

@@ -1,4 +1,4 @@
-"""An in-memory S3 behind agent.s3client.S3, for unit tests of the uploader.
+"""An in-memory S3 behind agent.upload.s3client.S3, for unit tests of the uploader.
 
 It checks what real S3 checks (body checksums, part ETags on completion) and can be told
 to fail a given operation a number of times with a given error.
@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.checksums import ChecksumAlgorithm, checksum, composite
-from agent.s3client import (
+from agent.upload.checksums import ChecksumAlgorithm, checksum, composite
+from agent.upload.s3client import (
     CompletedPart,
     ListedPart,
     MultipartUploadRef,

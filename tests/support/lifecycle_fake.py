@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from controller.aws import AwsError, TerminationHook
 from controller.model import AsgInstance, AsgView
-from tests.fakes import FakeAutoScaling
+from tests.support.fake_autoscaling import FakeAutoScaling
 
 WAIT = "Terminating:Wait"
 

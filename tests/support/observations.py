@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.wire import BusyStatus, HealthStatus
-from controller.config import PoolSpec
 from controller.model import AsgInstance, AsgView, LifecycleWait, Observed, ReportView
+from controller.spec import PoolSpec
 
 STARTED = 1_000.0
 """The controller's start time in every built observation."""

@@ -98,7 +98,7 @@ def agent_registry(spool_root: Path) -> CollectorRegistry:
     """The agent's full registry as its daemon builds it with uploads on."""
     from agent.metrics import AgentMetrics
     from agent.spool import Spool
-    from agent.upload_metrics import UploadMetrics
+    from agent.upload.metrics import UploadMetrics
 
     metrics = AgentMetrics()
     spool = Spool(spool_root)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bench.sim.demand import Recording
 from bench.sim.fleet import Fleet
 from bench.sim.policies.planner import ControllerSettings, PlannerPolicy
-from controller.config import PoolSpec
+from controller.spec import PoolSpec
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 
 from bench.sim.fleet import Event, Fleet, Instance
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
-from controller.config import PoolSpec
 from controller.model import (
     Drain,
     Observed,
@@ -37,6 +36,7 @@ from controller.model import (
     Terminate,
 )
 from controller.planner import plan
+from controller.spec import PoolSpec
 from controller.store import ReportStore
 
 _IDLE = JibriStatus(busyStatus=BusyStatus.IDLE, healthStatus=HealthStatus.HEALTHY)

@@ -1,0 +1,1 @@
+"""Recordings from the spool to S3: multipart, checksummed, verified, resumable."""

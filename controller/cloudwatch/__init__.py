@@ -1,0 +1,1 @@
+"""CloudWatch side work: pool metrics published each pass, declared alarms, fallback scaling."""

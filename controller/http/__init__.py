@@ -1,0 +1,1 @@
+"""The controller's HTTP face: agent reports, /metrics, /status and /healthz."""

@@ -1,0 +1,236 @@
+"""What `/status` and `/healthz` say (DESIGN §8), and the table `controller status` prints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from controller.cloudwatch.step import CloudWatchSync
+from controller.loop import Controller, PoolRunner
+from controller.model import Condition, InstanceState
+
+HEALTHY_RESYNCS = 3
+"""/healthz fails for a pool without a successful pass within this many resync periods."""
+
+
+def pool_health(runner: PoolRunner, now: float) -> tuple[bool, str]:
+    """Whether the pool reconciled recently enough, and why not if it did not."""
+    limit = HEALTHY_RESYNCS * runner.pool.spec.resync
+    since = runner.last_success_at if runner.last_success_at is not None else runner.added_at
+    age = now - since
+    if age <= limit:
+        return True, "ok"
+    what = "last successful reconcile" if runner.last_success_at is not None else "start"
+    error = f": {runner.last_error}" if runner.last_error else ""
+    return False, f"{what} {age:.1f}s ago, more than {limit:g}s{error}"
+
+
+def health(controller: Controller, now: float) -> tuple[bool, dict[str, Any]]:
+    pools = {}
+    for name, runner in controller.pools.items():
+        ok, message = pool_health(runner, now)
+        pools[name] = {"ok": ok, "message": message}
+    ok = all(p["ok"] for p in pools.values())
+    return ok, {"ok": ok, "pools": pools}
+
+
+def _condition(condition: Condition) -> dict[str, str]:
+    return {
+        "type": condition.type,
+        "status": "True" if condition.status else "False",
+        "reason": condition.reason,
+        "message": condition.message,
+    }
+
+
+def _runtime_conditions(runner: PoolRunner, now: float) -> list[dict[str, str]]:
+    if runner.last_error is not None:
+        reconciled = {
+            "type": "Reconciled",
+            "status": "False",
+            "reason": "ReconcileFailing",
+            "message": f"{runner.failures} failed pass(es) in a row "
+            f"({runner.last_error_kind}): {runner.last_error}",
+        }
+    elif runner.last_success_at is not None:
+        reconciled = {
+            "type": "Reconciled",
+            "status": "True",
+            "reason": "ReconcileSucceeded",
+            "message": f"last pass {now - runner.last_success_at:.1f}s ago",
+        }
+    else:
+        reconciled = {
+            "type": "Reconciled",
+            "status": "Unknown",
+            "reason": "Pending",
+            "message": "no pass has completed yet",
+        }
+    conditions = [reconciled]
+    if runner.step_errors:
+        conditions.append(
+            {
+                "type": "ExtraStepsSucceeded",
+                "status": "False",
+                "reason": "StepFailing",
+                "message": "; ".join(f"{k}: {v}" for k, v in sorted(runner.step_errors.items())),
+            }
+        )
+    return conditions
+
+
+def pool_status(runner: PoolRunner, controller: Controller, now: float) -> dict[str, Any]:
+    observed, plan = runner.observed, runner.plan
+    instances = []
+    counts = dict.fromkeys((s.value for s in InstanceState), 0)
+    if plan is not None:
+        for view in plan.instances:
+            report = controller.store.get(view.instance_id)
+            counts[view.state.value] += 1
+            instances.append(
+                {
+                    "instanceId": view.instance_id,
+                    "state": view.state.value,
+                    "protected": view.protected,
+                    "lastReportAgeSeconds": None
+                    if report is None
+                    else round(max(0.0, now - report.received_at), 3),
+                    "drainRequested": view.instance_id in runner.memory.drain_requested,
+                    "detail": view.detail,
+                }
+            )
+    group: dict[str, Any] = {"name": runner.pool.spec.autoScalingGroupName}
+    if observed is not None:
+        asg = observed.asg
+        group.update(desired=asg.desired, min=asg.min_size, max=asg.max_size)
+    return {
+        "name": runner.name,
+        "spec": runner.pool.spec.model_dump(mode="json"),
+        "autoScalingGroup": group,
+        "plannedCapacity": plan.desired_capacity if plan is not None else None,
+        "targetFree": plan.target_free if plan is not None else runner.pool.spec.targetFree,
+        "counts": counts,
+        "instances": instances,
+        "conditions": _runtime_conditions(runner, now)
+        + [_condition(c) for c in (plan.conditions if plan is not None else ())],
+        "lastReconcileAgeSeconds": None
+        if runner.last_success_at is None
+        else round(now - runner.last_success_at, 3),
+        "consecutiveFailures": runner.failures,
+        "cloudWatch": _cloud_watch(controller, runner.name),
+    }
+
+
+def _cloud_watch(controller: Controller, pool: str) -> dict[str, Any] | None:
+    """Managed alarms with their state as last read, the fallback policy, publishing."""
+    for step in controller.extra_steps:
+        if isinstance(step, CloudWatchSync):
+            return step.pool_status(pool)
+    return None
+
+
+def status(controller: Controller, now: float, *, dry_run: bool) -> dict[str, Any]:
+    return {
+        "dryRun": dry_run,
+        "uptimeSeconds": round(now - controller.started_at, 3),
+        "source": controller.state.source,
+        "pools": [pool_status(r, controller, now) for r in controller.pools.values()],
+    }
+
+
+# --- text rendering for `python -m controller status` --------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Plain-text table with left-aligned, padded columns."""
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+_SHOWN_STATES = ("idle", "starting", "busy", "draining", "stale", "unknown")
+
+
+def render(document: Mapping[str, Any]) -> str:
+    """The /status document as tables: pools, then conditions and instances per pool."""
+    pools = document.get("pools", [])
+    out = [
+        table(
+            [
+                "POOL",
+                "GROUP",
+                "DESIRED",
+                "MIN",
+                "MAX",
+                "TARGET-FREE",
+                *(s.upper() for s in _SHOWN_STATES),
+                "OTHER",
+            ],
+            [_pool_row(p) for p in pools],
+        )
+    ]
+    for pool in pools:
+        out.append("")
+        out.append(f"{pool['name']}: conditions")
+        out.append(
+            table(
+                ["TYPE", "STATUS", "REASON", "MESSAGE"],
+                [[c["type"], c["status"], c["reason"], c["message"]] for c in pool["conditions"]],
+            )
+        )
+        if pool["instances"]:
+            out.append("")
+            out.append(f"{pool['name']}: instances")
+            out.append(
+                table(
+                    ["INSTANCE", "STATE", "PROTECTED", "REPORT-AGE", "DRAIN", "DETAIL"],
+                    [_instance_row(i) for i in pool["instances"]],
+                )
+            )
+        alarms = (pool.get("cloudWatch") or {}).get("alarms") or []
+        if alarms:
+            out.append("")
+            out.append(f"{pool['name']}: alarms")
+            out.append(
+                table(
+                    ["ALARM", "ROLE", "STATE", "SINCE", "CORRECTED"],
+                    [
+                        [a["name"], a["role"], a["state"], a["updatedAt"], ",".join(a["corrected"])]
+                        for a in alarms
+                    ],
+                )
+            )
+    if document.get("dryRun"):
+        out.append("")
+        out.append("dry-run: actions are planned and logged, not carried out")
+    return "\n".join(out)
+
+
+def _pool_row(pool: Mapping[str, Any]) -> list[object]:
+    group, spec, counts = pool["autoScalingGroup"], pool["spec"], pool["counts"]
+    other = sum(n for s, n in counts.items() if s not in _SHOWN_STATES)
+    return [
+        pool["name"],
+        group["name"],
+        group.get("desired"),
+        group.get("min"),
+        group.get("max"),
+        pool.get("targetFree", spec["targetFree"]),
+        *(counts.get(s, 0) for s in _SHOWN_STATES),
+        other,
+    ]
+
+
+def _instance_row(instance: Mapping[str, Any]) -> list[object]:
+    age = instance["lastReportAgeSeconds"]
+    return [
+        instance["instanceId"],
+        instance["state"],
+        "yes" if instance["protected"] else "no",
+        None if age is None else f"{age:.1f}s",
+        "yes" if instance["drainRequested"] else "no",
+        instance["detail"],
+    ]

@@ -1,0 +1,201 @@
+"""The controller's Prometheus metrics (DESIGN §9), on a registry of their own.
+
+Every label set that can occur is created up front (`add_pool`), so a dashboard or an alert
+sees a zero instead of a missing series before the first event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from controller.model import InstanceState, Reason
+from controller.spec import JibriPool
+
+PREFIX: Final = "jibri_autoscaler"
+
+ACTION_REASONS: Final[dict[str, tuple[Reason, ...]]] = {
+    "set-bounds": (Reason.BOUNDS_DRIFT,),
+    "scale-out": (Reason.BELOW_MIN, Reason.BELOW_TARGET_FREE),
+    "scale-in": (Reason.ABOVE_MAX,),
+    "protect": (Reason.BUSY, Reason.DRAINING, Reason.STALE),
+    "unprotect": (Reason.NOT_BUSY,),
+    "drain": (Reason.IDLE_EXCESS, Reason.TERMINATION_REQUESTED),
+    "terminate": (Reason.DRAINED,),
+    "replace": (Reason.DRAINED, Reason.UNHEALTHY, Reason.EXPIRED, Reason.FAILED_BOOT),
+    "lifecycle-heartbeat": (Reason.UPLOADS_PENDING, Reason.BUSY, Reason.DRAINING),
+    "lifecycle-continue": (
+        Reason.LIFECYCLE_DRAINED,
+        Reason.LIFECYCLE_TIMEOUT,
+        Reason.LIFECYCLE_NO_AGENT,
+    ),
+}
+"""The (action, reason) pairs the planner can emit; initialised per pool."""
+
+AWS_ERROR_KINDS: Final = ("throttled", "validation", "not-found", "auth", "transport", "other")
+"""How an AWS call failed: the `outcome` of aws_requests_total (besides `success`)."""
+ERROR_KINDS: Final = (*AWS_ERROR_KINDS, "internal")
+"""`kind` of reconcile_errors_total: the AWS error kinds, and `internal` for anything else."""
+
+REPORT_OUTCOMES: Final = (
+    "accepted",
+    "unmanaged",
+    "out-of-order",
+    "invalid",
+    "unauthorized",
+    "too-large",
+)
+RELOAD_OUTCOMES: Final = ("success", "invalid")
+
+_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """All controller metrics, registered on `registry` (a fresh one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.pool_instances = Gauge(
+            f"{PREFIX}_pool_instances", "Instances by derived state.", ["pool", "state"], registry=r
+        )
+        self.pool_desired_capacity = Gauge(
+            f"{PREFIX}_pool_desired_capacity",
+            "The ASG's desired capacity once the last plan is done.",
+            ["pool"],
+            registry=r,
+        )
+        self.pool_capacity_min = Gauge(
+            f"{PREFIX}_pool_capacity_min", "capacity.min of the spec.", ["pool"], registry=r
+        )
+        self.pool_capacity_max = Gauge(
+            f"{PREFIX}_pool_capacity_max", "capacity.max of the spec.", ["pool"], registry=r
+        )
+        self.pool_target_free = Gauge(
+            f"{PREFIX}_pool_target_free",
+            "targetFree in force: the spec's, or a schedule rule's.",
+            ["pool"],
+            registry=r,
+        )
+        self.actions_total = Counter(
+            f"{PREFIX}_actions",
+            "Actions taken (or, in dry-run mode, planned) by action and reason.",
+            ["pool", "action", "reason"],
+            registry=r,
+        )
+        self.reconcile_duration_seconds = Histogram(
+            f"{PREFIX}_reconcile_duration_seconds",
+            "Duration of one observe-plan-act pass.",
+            ["pool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reconcile_errors_total = Counter(
+            f"{PREFIX}_reconcile_errors",
+            "Failed reconcile passes (or failed steps within one) by kind.",
+            ["pool", "kind"],
+            registry=r,
+        )
+        self.last_reconcile_success_timestamp_seconds = Gauge(
+            f"{PREFIX}_last_reconcile_success_timestamp_seconds",
+            "Unix time of the last successful reconcile pass.",
+            ["pool"],
+            registry=r,
+        )
+        self.decision_latency_seconds = Histogram(
+            f"{PREFIX}_decision_latency_seconds",
+            "From receiving the report that triggered a pass to issuing its first AWS call.",
+            ["pool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.aws_requests_total = Counter(
+            f"{PREFIX}_aws_requests",
+            "AWS API requests by outcome (success or an error kind).",
+            ["service", "operation", "outcome"],
+            registry=r,
+        )
+        self.aws_request_duration_seconds = Histogram(
+            f"{PREFIX}_aws_request_duration_seconds",
+            "Duration of AWS API requests, retries included.",
+            ["service", "operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.agent_reports_total = Counter(
+            f"{PREFIX}_agent_reports",
+            "Agent reports received by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.config_reloads_total = Counter(
+            f"{PREFIX}_config_reloads",
+            "Desired-state reloads by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in REPORT_OUTCOMES:
+            self.agent_reports_total.labels(outcome)
+        for outcome in RELOAD_OUTCOMES:
+            self.config_reloads_total.labels(outcome)
+
+    def add_aws_operations(self, service: str, operations: tuple[str, ...]) -> None:
+        """Initialise the request series of every operation a client will call."""
+        for operation in operations:
+            self.aws_request_duration_seconds.labels(service, operation)
+            for outcome in ("success", *AWS_ERROR_KINDS):
+                self.aws_requests_total.labels(service, operation, outcome)
+
+    def set_pool(self, pool: JibriPool) -> None:
+        """Initialise a pool's series (idempotent) and publish its spec gauges."""
+        name, spec = pool.name, pool.spec
+        for state in InstanceState:
+            self.pool_instances.labels(name, state.value)
+        for action, reasons in ACTION_REASONS.items():
+            for reason in reasons:
+                self.actions_total.labels(name, action, reason.value)
+        for kind in ERROR_KINDS:
+            self.reconcile_errors_total.labels(name, kind)
+        self.reconcile_duration_seconds.labels(name)
+        self.decision_latency_seconds.labels(name)
+        self.last_reconcile_success_timestamp_seconds.labels(name)
+        self.pool_desired_capacity.labels(name)
+        self.pool_capacity_min.labels(name).set(spec.capacity.min)
+        self.pool_capacity_max.labels(name).set(spec.capacity.max)
+        self.pool_target_free.labels(name).set(spec.targetFree)
+
+    def remove_pool(self, name: str) -> None:
+        """Drop every series of a pool that left the desired state."""
+        for state in InstanceState:
+            _remove(self.pool_instances, name, state.value)
+        for metric in (
+            self.pool_desired_capacity,
+            self.pool_capacity_min,
+            self.pool_capacity_max,
+            self.pool_target_free,
+            self.reconcile_duration_seconds,
+            self.decision_latency_seconds,
+            self.last_reconcile_success_timestamp_seconds,
+        ):
+            _remove(metric, name)
+        for kind in ERROR_KINDS:
+            _remove(self.reconcile_errors_total, name, kind)
+        for action, reasons in ACTION_REASONS.items():
+            for reason in reasons:
+                _remove(self.actions_total, name, action, reason.value)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

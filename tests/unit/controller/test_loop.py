@@ -1,0 +1,477 @@
+"""The reconcile loop: passes, backoff, triggers, hot reload, extra steps and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
+from controller.actuator import Actuator
+from controller.aws import AutoScaling
+from controller.loop import Backoff, Controller, ExtraStep, Planner, PoolRunner, guarded_task
+from controller.model import AsgView, Observed, Plan
+from controller.planner import plan as real_plan
+from controller.prometheus import Metrics
+from controller.reload import ConfigWatcher, load
+from controller.spec import DesiredState, JibriPool, PoolSpec, parse_desired_state
+from controller.store import ReportStore
+from tests.support.fake_autoscaling import FakeAutoScaling
+
+FAST = Backoff(base=0.01, cap=0.05)
+
+
+def pool_yaml(name: str, group: str, *, target: int = 1, resync: str = "60s", low: int = 0) -> str:
+    return f"""\
+apiVersion: jibri-autoscaler/v1
+kind: JibriPool
+metadata: {{name: {name}}}
+spec:
+  autoScalingGroupName: {group}
+  capacity: {{min: {low}, max: 10}}
+  targetFree: {target}
+  resync: {resync}
+"""
+
+
+def desired(*docs: str) -> DesiredState:
+    return parse_desired_state("---\n".join(docs), "test.yaml")
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(f"jibri_autoscaler_{name}", labels)
+
+
+class CountingPlanner:
+    """The real planner, counting calls per pool group; optionally overriding requeue_after."""
+
+    def __init__(self, requeue_after: float | None = None) -> None:
+        self.calls: dict[str, int] = {}
+        self._requeue_after = requeue_after
+
+    def __call__(self, spec: PoolSpec, observed: Observed, now: float) -> Plan:
+        group = spec.autoScalingGroupName
+        self.calls[group] = self.calls.get(group, 0) + 1
+        result = real_plan(spec, observed, now)
+        if self._requeue_after is not None:
+            return Plan(
+                result.actions,
+                self._requeue_after,
+                result.instances,
+                result.desired_capacity,
+                result.conditions,
+            )
+        return result
+
+
+class GatedAutoScaling(FakeAutoScaling):
+    """A fake whose describe waits for `gate`, to hold a pass in progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def describe_group(self, name: str) -> AsgView:
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().describe_group(name)
+
+
+def make_controller(
+    state: DesiredState,
+    fake: AutoScaling,
+    *,
+    planner: Planner = real_plan,
+    extra_steps: tuple[ExtraStep, ...] = (),
+    clock: Callable[[], float] = time.monotonic,
+    min_pass_gap: float = 0.25,
+) -> Controller:
+    metrics = Metrics()
+
+    async def autoscaling(region: str | None) -> AutoScaling:
+        return fake
+
+    return Controller(
+        state=state,
+        store=ReportStore(),
+        metrics=metrics,
+        autoscaling=autoscaling,
+        actuator=Actuator(metrics=metrics, clock=clock, dry_run=False),
+        clock=clock,
+        planner=planner,
+        extra_steps=extra_steps,
+        backoff=FAST,
+        stop_grace=5.0,
+        min_pass_gap=min_pass_gap,
+    )
+
+
+async def eventually(predicate: Callable[[], bool], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_reconcile_once_observes_plans_and_acts() -> None:
+    """One pass reads the ASG, plans, acts, publishes gauges and says when to come back."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    controller = make_controller(desired(pool_yaml("p", "g", low=3, resync="20s")), fake)
+    runner = PoolRunner(controller.state.pools[0], controller, started_at=time.monotonic())
+    controller.metrics.set_pool(runner.pool)
+    delay = await runner.reconcile_once()
+    assert 0 < delay <= 20.0
+    assert fake.groups["g"].desired == 3
+    assert fake.groups["g"].min_size == 3
+    assert sample(controller.metrics, "pool_desired_capacity", pool="p") == 3
+    assert sample(controller.metrics, "pool_instances", pool="p", state="unknown") == 1
+    assert sample(controller.metrics, "reconcile_duration_seconds_count", pool="p") == 1
+
+
+@pytest.mark.parametrize(
+    ("failures", "low", "high"),
+    [
+        pytest.param(1, 0.5, 1.0, id="first"),
+        pytest.param(2, 1.0, 2.0, id="doubles"),
+        pytest.param(4, 4.0, 8.0, id="doubles-again"),
+        pytest.param(20, 15.0, 30.0, id="capped"),
+    ],
+)
+def test_backoff_is_capped_exponential_with_jitter(failures: int, low: float, high: float) -> None:
+    """The n-th failure waits between half and all of min(cap, base·2^(n-1))."""
+    backoff = Backoff(base=1.0, cap=30.0)
+    assert backoff.delay(failures, 0.0) == low
+    assert backoff.delay(failures, 1.0) == high
+
+
+async def test_failing_pool_backs_off_without_holding_up_others() -> None:
+    """A pool whose ASG is missing keeps failing and backing off; the healthy pool still runs."""
+    fake = FakeAutoScaling()
+    fake.add_group("good", min_size=0, max_size=10, desired=1)
+    planner = CountingPlanner(requeue_after=0.02)
+    state = desired(pool_yaml("good", "good"), pool_yaml("bad", "missing"))
+    controller = make_controller(state, fake, planner=planner)
+    controller.start()
+    try:
+        bad, good = controller.pools["bad"], controller.pools["good"]
+        await eventually(lambda: bad.failures >= 3 and planner.calls.get("good", 0) >= 3)
+        assert good.failures == 0 and good.last_success_at is not None
+        assert bad.last_error_kind == "not-found" and bad.last_success_at is None
+        errors = sample(controller.metrics, "reconcile_errors_total", pool="bad", kind="not-found")
+        assert errors is not None and errors >= 3
+    finally:
+        await controller.stop()
+
+
+async def test_success_resets_backoff() -> None:
+    """After failures, one successful pass clears the failure count and the last error."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    fake.fail("DescribeAutoScalingGroups", "throttled")
+    controller = make_controller(desired(pool_yaml("p", "g")), fake)
+    controller.start()
+    try:
+        runner = controller.pools["p"]
+        await eventually(lambda: runner.failures >= 2)
+        assert runner.last_error_kind == "throttled"
+        fake.failures.clear()
+        await eventually(lambda: runner.failures == 0)
+        assert runner.last_error is None and runner.last_success_at is not None
+    finally:
+        await controller.stop()
+
+
+async def test_trigger_starts_a_pass_at_once() -> None:
+    """A trigger wakes a pool that would otherwise sleep for its whole resync."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    planner = CountingPlanner()
+    controller = make_controller(desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner)
+    controller.start()
+    try:
+        await eventually(lambda: planner.calls.get("g") == 1)
+        controller.pools["p"].trigger(time.monotonic())
+        await eventually(lambda: planner.calls.get("g") == 2)
+    finally:
+        await controller.stop()
+
+
+async def test_triggers_during_a_pass_coalesce_into_one_more() -> None:
+    """Many triggers while a pass runs lead to exactly one more pass, not one each."""
+    fake = GatedAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    planner = CountingPlanner()
+    controller = make_controller(desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner)
+    controller.start()
+    try:
+        await fake.waiting.wait()
+        for _ in range(5):
+            controller.pools["p"].trigger(time.monotonic())
+        fake.gate.set()
+        await eventually(lambda: planner.calls.get("g") == 2)
+        await asyncio.sleep(0.2)
+        assert planner.calls["g"] == 2
+    finally:
+        await controller.stop()
+
+
+async def test_passes_keep_a_minimum_gap_under_a_stream_of_triggers() -> None:
+    """Triggers arriving all the time start a pass no sooner than min_pass_gap after the last."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    starts: list[float] = []
+
+    def planner(spec: PoolSpec, observed: Observed, now: float) -> Plan:
+        starts.append(time.monotonic())
+        return real_plan(spec, observed, now)
+
+    controller = make_controller(
+        desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner, min_pass_gap=0.3
+    )
+    controller.start()
+    try:
+        runner = controller.pools["p"]
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            runner.trigger(time.monotonic())
+            await asyncio.sleep(0.01)
+    finally:
+        await controller.stop()
+    assert 2 <= len(starts) <= 7
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.29
+
+
+async def test_spec_change_does_not_wait_for_the_gap() -> None:
+    """A trigger waits out min_pass_gap; a changed spec starts a pass at once."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    planner = CountingPlanner()
+    controller = make_controller(
+        desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner, min_pass_gap=3600.0
+    )
+    controller.start()
+    try:
+        await eventually(lambda: planner.calls.get("g") == 1)
+        controller.pools["p"].trigger(time.monotonic())
+        await asyncio.sleep(0.3)
+        assert planner.calls["g"] == 1
+        await controller.apply(desired(pool_yaml("p", "g", target=2, resync="1h")))
+        await eventually(lambda: planner.calls.get("g") == 2)
+    finally:
+        await controller.stop()
+
+
+async def test_planner_runs_in_a_thread_on_a_snapshot() -> None:
+    """While a pass plans, the event loop keeps running, and a report or a drain request that
+    arrives meanwhile does not change the observation the planner is working on."""
+    fake = FakeAutoScaling()
+    (instance,) = fake.add_group("g", min_size=0, max_size=10, desired=1)
+    planning, release = threading.Event(), threading.Event()
+    seen: list[tuple[bool, list[str], list[str]]] = []
+
+    def planner(spec: PoolSpec, observed: Observed, now: float) -> Plan:
+        planning.set()
+        released = release.wait(timeout=5.0)
+        seen.append((released, list(observed.reports), list(observed.drain_requested)))
+        return real_plan(spec, observed, now)
+
+    controller = make_controller(desired(pool_yaml("p", "g")), fake, planner=planner)
+    runner = PoolRunner(controller.state.pools[0], controller, started_at=time.monotonic())
+    controller.metrics.set_pool(runner.pool)
+    passing = asyncio.create_task(runner.reconcile_once())
+    await eventually(planning.is_set)
+    report = Report(
+        instanceId=instance,
+        bootId="b",
+        seq=1,
+        jibri=JibriStatus(busyStatus=BusyStatus.BUSY, healthStatus=HealthStatus.HEALTHY),
+    )
+    controller.store.accept(report, time.monotonic(), managed=True)
+    runner.memory.drain_requested[instance] = time.monotonic()
+    release.set()
+    await asyncio.wait_for(passing, timeout=10)
+    assert seen == [(True, [], [])]
+
+
+async def test_requeue_after_is_honoured_when_sooner_than_resync() -> None:
+    """The plan's requeue_after brings the next pass forward from resync."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    planner = CountingPlanner(requeue_after=0.02)
+    controller = make_controller(desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner)
+    controller.start()
+    try:
+        await eventually(lambda: planner.calls.get("g", 0) >= 4)
+    finally:
+        await controller.stop()
+
+
+async def test_apply_adds_changes_and_removes_pools() -> None:
+    """A new desired state adds, changes in place (memory kept) and removes pools."""
+    fake = FakeAutoScaling()
+    for group in ("a", "b", "c"):
+        fake.add_group(group, min_size=0, max_size=10, desired=1)
+    controller = make_controller(desired(pool_yaml("a", "a"), pool_yaml("b", "b")), fake)
+    controller.start()
+    try:
+        first_a = controller.pools["a"]
+        await eventually(lambda: all(r.last_success_at for r in controller.pools.values()))
+        remembered = dict(first_a.memory.first_seen)
+        assert remembered
+
+        await controller.apply(desired(pool_yaml("a", "a", target=3), pool_yaml("c", "c")))
+        assert list(controller.pools) == ["a", "c"]
+        assert controller.pools["a"] is first_a and first_a.pool.spec.targetFree == 3
+        assert first_a.memory.first_seen == remembered
+        assert sample(controller.metrics, "pool_target_free", pool="a") == 3
+        assert sample(controller.metrics, "pool_target_free", pool="b") is None
+        assert sample(controller.metrics, "pool_target_free", pool="c") == 1
+        await eventually(lambda: controller.pools["c"].last_success_at is not None)
+
+        await controller.apply(desired(pool_yaml("a", "b"), pool_yaml("c", "c")))
+        assert controller.pools["a"] is not first_a
+        assert first_a.task is not None and first_a.task.done()
+    finally:
+        await controller.stop()
+
+
+async def test_extra_steps_run_after_each_pass_and_failures_stay_contained() -> None:
+    """Extra steps get (pool, observed, plan); a failing step is counted and shown but does
+    not fail the pass."""
+    fake = FakeAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=2)
+    seen: list[tuple[str, int, int]] = []
+    broken = True
+
+    async def publish(pool: JibriPool, observed: Observed, plan: Plan) -> None:
+        seen.append((pool.name, len(observed.asg.instances), len(plan.instances)))
+        if broken:
+            raise RuntimeError("metrics endpoint down")
+
+    planner = CountingPlanner(requeue_after=0.02)
+    controller = make_controller(
+        desired(pool_yaml("p", "g")), fake, planner=planner, extra_steps=(publish,)
+    )
+    controller.start()
+    try:
+        runner = controller.pools["p"]
+        await eventually(lambda: len(seen) >= 2)
+        assert seen[0] == ("p", 2, 2)
+        assert runner.failures == 0 and runner.last_success_at is not None
+        assert runner.step_errors == {"publish": "metrics endpoint down"}
+        errors = sample(controller.metrics, "reconcile_errors_total", pool="p", kind="internal")
+        assert errors is not None and errors >= 1
+        broken = False
+        await eventually(lambda: not runner.step_errors)
+    finally:
+        await controller.stop()
+
+
+async def test_stop_lets_the_pass_under_way_finish(caplog: pytest.LogCaptureFixture) -> None:
+    """stop() waits for a pass in progress to complete, then ends every task quietly."""
+    fake = GatedAutoScaling()
+    fake.add_group("g", min_size=0, max_size=10, desired=1)
+    controller = make_controller(desired(pool_yaml("p", "g", low=2)), fake)
+    controller.start()
+    await fake.waiting.wait()
+    stopping = asyncio.create_task(controller.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()
+    fake.gate.set()
+    await asyncio.wait_for(stopping, timeout=10)
+    runner = controller.pools["p"]
+    assert runner.last_success_at is not None and fake.groups["g"].desired == 2
+    assert runner.task is not None and runner.task.done() and not runner.task.cancelled()
+    assert "task finished unexpectedly" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "may_end", "expected"),
+    [
+        pytest.param("return", False, "task finished unexpectedly", id="returned"),
+        pytest.param("raise", False, "task has failed", id="raised"),
+        pytest.param("return", True, None, id="expected-end"),
+    ],
+)
+async def test_guarded_task_reports_unexpected_ends(
+    caplog: pytest.LogCaptureFixture, body: str, may_end: bool, expected: str | None
+) -> None:
+    """A guarded task that stops on its own is logged as failed or finished unexpectedly."""
+
+    async def work() -> None:
+        if body == "raise":
+            raise RuntimeError("boom")
+
+    caplog.set_level(logging.INFO, "controller.loop")
+    task = guarded_task(work(), name="worker", may_end=lambda: may_end)
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0)
+    messages = [r.getMessage() for r in caplog.records if r.name == "controller.loop"]
+    if expected is None:
+        assert messages == []
+    else:
+        assert expected in messages
+
+
+# --- hot reload of the file ---------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.applied: list[DesiredState] = []
+
+    async def __call__(self, state: DesiredState) -> None:
+        self.applied.append(state)
+
+
+def watcher_for(path: Path, text: str) -> tuple[ConfigWatcher, Recorder, Metrics]:
+    path.write_text(text)
+    _, loaded = load(path)
+    recorder, metrics = Recorder(), Metrics()
+    return ConfigWatcher(path, loaded=loaded, apply=recorder, metrics=metrics), recorder, metrics
+
+
+async def test_watcher_applies_a_valid_change(tmp_path: Path) -> None:
+    """An edited, valid file is applied once and counted as a successful reload."""
+    path = tmp_path / "pools.yaml"
+    watcher, recorder, metrics = watcher_for(path, pool_yaml("p", "g"))
+    assert not await watcher.check()
+    path.write_text(pool_yaml("p", "g", target=4))
+    assert await watcher.check()
+    assert not await watcher.check()
+    assert [s.pools[0].spec.targetFree for s in recorder.applied] == [4]
+    assert sample(metrics, "config_reloads_total", outcome="success") == 1
+
+
+async def test_watcher_keeps_last_good_state_on_invalid_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An invalid edit is not applied, is logged with its reason once, and is counted."""
+    path = tmp_path / "pools.yaml"
+    watcher, recorder, metrics = watcher_for(path, pool_yaml("p", "g"))
+    caplog.set_level(logging.INFO, "controller.reload")
+    path.write_text(pool_yaml("p", "g") + "  targetFre: 3\n")
+    assert not await watcher.check()
+    assert not await watcher.check()
+    assert recorder.applied == []
+    assert sample(metrics, "config_reloads_total", outcome="invalid") == 1
+    problems: list[Any] = [r.fields["problems"] for r in caplog.records]  # type: ignore[attr-defined]
+    assert problems == [[f"{path}: document 1: spec.targetFre: unknown field (check the spelling)"]]
+
+    path.unlink()
+    assert not await watcher.check()
+    assert sample(metrics, "config_reloads_total", outcome="invalid") == 2
+
+    path.write_text(pool_yaml("p", "g", target=2))
+    assert await watcher.check()
+    assert sample(metrics, "config_reloads_total", outcome="success") == 1
