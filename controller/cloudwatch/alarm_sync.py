@@ -33,7 +33,8 @@ from controller.cloudwatch.fallback import (
     policy_request,
     resolve,
 )
-from controller.spec import JibriPool, cw_names
+from controller.spec import JibriPool
+from controller.spec import cloudwatch as cw_names
 
 log = logging.getLogger("controller.cloudwatch.step")
 

@@ -12,7 +12,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from controller.spec import AlarmSpec, JibriPool, cw_names
+from controller.spec import AlarmSpec, JibriPool
+from controller.spec import cloudwatch as cw_names
 
 
 @dataclass(frozen=True)

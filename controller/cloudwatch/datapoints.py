@@ -11,7 +11,7 @@ from typing import Final
 from urllib.parse import quote
 
 from controller.model import InstanceState
-from controller.spec import cw_names
+from controller.spec import cloudwatch as cw_names
 
 MAX_DATA_PER_REQUEST: Final = 1000
 MAX_REQUEST_BYTES: Final = 1_000_000

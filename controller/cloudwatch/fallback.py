@@ -13,7 +13,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from controller.cloudwatch.alarms import AlarmDefinition
-from controller.spec import JibriPool, cw_names
+from controller.spec import JibriPool
+from controller.spec import cloudwatch as cw_names
 
 MINUTE: Final = 60
 SLACK: Final = 60

@@ -28,7 +28,8 @@ from controller.cloudwatch.datapoints import batches, pool_data
 from controller.loop import guarded_task
 from controller.model import Observed, Plan
 from controller.prometheus import PREFIX, Metrics
-from controller.spec import JibriPool, cw_names
+from controller.spec import JibriPool
+from controller.spec import cloudwatch as cw_names
 
 log = logging.getLogger("controller.cloudwatch.step")
 

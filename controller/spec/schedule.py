@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
+from functools import cached_property
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BeforeValidator, Field, field_validator
+
+from controller.spec.base import SpecModel
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -79,3 +85,76 @@ def effective_target(
         if window.matches(moment) and (not found or window.target_free > best[0]):
             best, found = (window.target_free, index), True
     return best
+
+
+def _cron_text(value: Any) -> Any:
+    """YAML reads `hours: 8` as a number; a cron-like field takes it as text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+CronField = Annotated[str, BeforeValidator(_cron_text)]
+
+
+class ScheduleRule(SpecModel):
+    """While the local time matches days, hours and minutes, keep `targetFree` free instead."""
+
+    days: CronField = "*"
+    """Weekdays: `*`, `Mon-Fri`, `Sat,Sun`, …"""
+    hours: CronField = "*"
+    """Hours 0-23: `*`, `8-17`, `7,12`, …"""
+    minutes: CronField = "*"
+    """Minutes 0-59: `*`, `50-59`, `55-59,0-10`, …"""
+    targetFree: Annotated[int, Field(ge=0)]
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        parse_field(value, 0, 6, DAY_NAMES)
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_field(value, 0, 23)
+        return value
+
+    @field_validator("minutes")
+    @classmethod
+    def _minutes(cls, value: str) -> str:
+        parse_field(value, 0, 59)
+        return value
+
+    def window(self) -> Window:
+        return Window(
+            days=parse_field(self.days, 0, 6, DAY_NAMES),
+            hours=parse_field(self.hours, 0, 23),
+            minutes=parse_field(self.minutes, 0, 59),
+            target_free=self.targetFree,
+        )
+
+
+class Schedule(SpecModel):
+    """Time-of-day targets (docs/planner.md): the largest targetFree of the matching rules wins;
+    with none matching, spec.targetFree."""
+
+    timezone: str = "UTC"
+    rules: tuple[ScheduleRule, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)"
+            ) from exc
+        return value
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @cached_property
+    def windows(self) -> tuple[Window, ...]:
+        return tuple(rule.window() for rule in self.rules)

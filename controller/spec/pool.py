@@ -1,0 +1,115 @@
+"""A pool's desired state: the JibriPool document and the parts of its spec the core planner
+reads (capacity, scaling steps, instance timings, drain), with the CloudWatch and schedule
+parts from their own modules (docs/design.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, StringConstraints, model_validator
+
+from common.durations import Duration, PositiveDuration
+from controller.spec.base import Name, SpecModel, field_errors
+from controller.spec.cloudwatch import CloudWatch
+from controller.spec.schedule import Schedule, effective_target
+
+
+class Capacity(SpecModel):
+    min: Annotated[int, Field(ge=0)]
+    max: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+
+class ScaleOut(SpecModel):
+    maxStep: Annotated[int, Field(ge=1)] = 5
+
+
+class ScaleIn(SpecModel):
+    idleFor: Duration = 300.0
+    maxStep: Annotated[int, Field(ge=0)] = 1
+    delayAfterScaleOut: Duration = 120.0
+
+
+class Instances(SpecModel):
+    bootTimeout: PositiveDuration = 600.0
+    staleAfter: PositiveDuration = 30.0
+    unhealthyFor: Duration = 300.0
+
+
+class DrainSettings(SpecModel):
+    timeout: PositiveDuration = 6 * 3600.0
+
+
+class PoolSpec(SpecModel):
+    autoScalingGroupName: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    region: str | None = None
+    capacity: Capacity
+    targetFree: Annotated[int, Field(ge=0)]
+    scaleOut: ScaleOut = ScaleOut()
+    scaleIn: ScaleIn = ScaleIn()
+    instances: Instances = Instances()
+    drain: DrainSettings = DrainSettings()
+    resync: PositiveDuration = 15.0
+    cloudWatch: CloudWatch = CloudWatch()
+    schedule: Schedule = Schedule()
+
+    @model_validator(mode="after")
+    def _target_fits(self) -> Self:
+        if self.targetFree > self.capacity.max:
+            raise ValueError(
+                f"targetFree ({self.targetFree}) must not exceed capacity.max ({self.capacity.max})"
+            )
+        limit = self.capacity.max
+        too_high = [
+            (
+                ("schedule", "rules", i, "targetFree"),
+                rule.targetFree,
+                f"targetFree ({rule.targetFree}) must not exceed capacity.max ({limit})",
+            )
+            for i, rule in enumerate(self.schedule.rules)
+            if rule.targetFree > limit
+        ]
+        if too_high:
+            raise field_errors(*too_high)
+        return self
+
+    def target_free_at(self, wall_time: float | None) -> tuple[int, int | None]:
+        """targetFree in force at `wall_time` (epoch seconds), and the schedule rule behind it."""
+        return effective_target(
+            self.targetFree, self.schedule.windows, self.schedule.zone, wall_time
+        )
+
+
+class Metadata(SpecModel):
+    name: Name
+
+
+class JibriPool(SpecModel):
+    apiVersion: Literal["jibri-autoscaler/v1"]
+    kind: Literal["JibriPool"]
+    metadata: Metadata
+    spec: PoolSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """All pools of one desired-state file, in file order."""
+
+    pools: tuple[JibriPool, ...]
+    source: str
+
+    def pool(self, name: str) -> JibriPool:
+        for pool in self.pools:
+            if pool.name == name:
+                return pool
+        raise KeyError(name)
