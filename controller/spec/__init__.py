@@ -35,7 +35,14 @@ from controller.spec.pool import (
     ScaleIn,
     ScaleOut,
 )
-from controller.spec.schedule import Schedule, ScheduleRule, Window, effective_target
+from controller.spec.schedule import (
+    Override,
+    Schedule,
+    ScheduleRule,
+    TargetInForce,
+    Window,
+    effective_target,
+)
 
 __all__ = [
     "AlarmSpec",
@@ -51,6 +58,7 @@ __all__ = [
     "JibriPool",
     "Metadata",
     "Name",
+    "Override",
     "PoolSpec",
     "PositiveDuration",
     "ScaleIn",
@@ -58,6 +66,7 @@ __all__ = [
     "Schedule",
     "ScheduleRule",
     "SpecModel",
+    "TargetInForce",
     "WholeSeconds",
     "Window",
     "cloudwatch",

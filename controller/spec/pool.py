@@ -12,7 +12,7 @@ from pydantic import Field, StringConstraints, model_validator
 from common.durations import Duration, PositiveDuration
 from controller.spec.base import Name, SpecModel, field_errors
 from controller.spec.cloudwatch import CloudWatch
-from controller.spec.schedule import Schedule, effective_target
+from controller.spec.schedule import Schedule, TargetInForce
 
 
 class Capacity(SpecModel):
@@ -74,16 +74,28 @@ class PoolSpec(SpecModel):
             )
             for i, rule in enumerate(self.schedule.rules)
             if rule.targetFree > limit
+        ] + [
+            (
+                ("schedule", "overrides", i, "targetFree"),
+                override.targetFree,
+                f"targetFree ({override.targetFree}) must not exceed capacity.max ({limit})",
+            )
+            for i, override in enumerate(self.schedule.overrides)
+            if override.targetFree > limit
         ]
         if too_high:
             raise field_errors(*too_high)
         return self
 
     def target_free_at(self, wall_time: float | None) -> tuple[int, int | None]:
-        """targetFree in force at `wall_time` (epoch seconds), and the schedule rule behind it."""
-        return effective_target(
-            self.targetFree, self.schedule.windows, self.schedule.zone, wall_time
-        )
+        """targetFree in force at `wall_time` (epoch seconds), and the schedule rule behind it
+        (None for the spec's own, or for a dated override: see `target_in_force`)."""
+        target = self.schedule.target_at(self.targetFree, wall_time)
+        return target.value, target.rule
+
+    def target_in_force(self, wall_time: float | None) -> TargetInForce:
+        """targetFree in force at `wall_time`, with the rule or override that set it."""
+        return self.schedule.target_at(self.targetFree, wall_time)
 
 
 class Metadata(SpecModel):

@@ -8,12 +8,12 @@ ready before it arrives. Fields are cron-like: `*`, a value, a range `a-b`, or a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from controller.spec.base import SpecModel
 
@@ -133,12 +133,77 @@ class ScheduleRule(SpecModel):
         )
 
 
+def _local_time(value: Any) -> Any:
+    """`2026-12-10T14:00` (YAML leaves it text), `2026-12-10 14:00:00` (YAML makes it a
+    datetime) or a date (midnight): a wall-clock time in the schedule's time zone."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date and time such as 2026-12-10T14:00") from None
+    else:
+        raise ValueError(f"{value!r} is not a date and time such as 2026-12-10T14:00")
+    if moment.tzinfo is not None:
+        raise ValueError(
+            f"{value!s} carries a UTC offset; give the local time in the schedule's "
+            "time zone (spec.schedule.timezone)"
+        )
+    return moment
+
+
+LocalTime = Annotated[datetime, BeforeValidator(_local_time)]
+
+
+class Override(SpecModel):
+    """From `from` until `to` (local times in the schedule's zone), keep `targetFree` free:
+    an event announced ahead, or a holiday. It replaces the rules and spec.targetFree while in
+    force; before and after, it changes nothing, so an expired entry is harmless."""
+
+    start: LocalTime = Field(alias="from")
+    end: LocalTime = Field(alias="to")
+    targetFree: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(
+                f"to ({self.end.isoformat(timespec='minutes')}) must be after "
+                f"from ({self.start.isoformat(timespec='minutes')})"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Period:
+    """The compiled form of one override: epoch seconds, start included, end excluded."""
+
+    start: float
+    end: float
+    target_free: int
+
+
+@dataclass(frozen=True)
+class TargetInForce:
+    """targetFree in force at one moment, and what set it: an override, a rule, or neither
+    (the spec's own)."""
+
+    value: int
+    rule: int | None = None
+    override: int | None = None
+
+
 class Schedule(SpecModel):
     """Time-of-day targets (docs/planner.md): the largest targetFree of the matching rules wins;
-    with none matching, spec.targetFree."""
+    with none matching, spec.targetFree. A dated override in force replaces both (the
+    largest of those in force, if several overlap)."""
 
     timezone: str = "UTC"
     rules: tuple[ScheduleRule, ...] = ()
+    overrides: tuple[Override, ...] = ()
 
     @field_validator("timezone")
     @classmethod
@@ -158,3 +223,34 @@ class Schedule(SpecModel):
     @cached_property
     def windows(self) -> tuple[Window, ...]:
         return tuple(rule.window() for rule in self.rules)
+
+    @cached_property
+    def periods(self) -> tuple[Period, ...]:
+        # fold=0: a local time that a DST change repeats is taken at its first occurrence.
+        return tuple(
+            Period(
+                start=o.start.replace(tzinfo=self.zone).timestamp(),
+                end=o.end.replace(tzinfo=self.zone).timestamp(),
+                target_free=o.targetFree,
+            )
+            for o in self.overrides
+        )
+
+    def target_at(self, base: int, wall_time: float | None) -> TargetInForce:
+        """targetFree in force at `wall_time` (epoch seconds) for a spec whose own is `base`."""
+        if wall_time is not None:
+            best: TargetInForce | None = None
+            for index, period in enumerate(self.periods):
+                if period.start <= wall_time < period.end and (
+                    best is None or period.target_free > best.value
+                ):
+                    best = TargetInForce(period.target_free, override=index)
+            if best is not None:
+                return best
+        value, rule = effective_target(base, self.windows, self.zone, wall_time)
+        return TargetInForce(value, rule=rule)
+
+    def next_change(self, wall_time: float) -> float | None:
+        """The next override boundary after `wall_time`, so a pass can be due exactly then."""
+        edges = [t for p in self.periods for t in (p.start, p.end) if t > wall_time]
+        return min(edges, default=None)

@@ -169,3 +169,134 @@ def test_scheduled_target_holds_spares_from_scale_in() -> None:
 
 def of_capacity(result) -> list[int]:  # type: ignore[no-untyped-def]
     return [a.capacity for a in result.actions if isinstance(a, SetDesiredCapacity)]
+
+
+def pool_document(schedule: dict[str, object], high: int = 50) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "jibri-autoscaler/v1",
+            "kind": "JibriPool",
+            "metadata": {"name": "a"},
+            "spec": {
+                "autoScalingGroupName": "g",
+                "capacity": {"min": 0, "max": high},
+                "targetFree": 2,
+                "schedule": schedule,
+            },
+        }
+    )
+
+
+EVENT = {"from": "2026-11-24T14:00", "to": "2026-11-24T17:00", "targetFree": 40}
+
+
+@pytest.mark.parametrize(
+    ("override", "path", "reason"),
+    [
+        pytest.param(
+            {**EVENT, "to": "2026-11-24T13:00"},
+            "spec.schedule.overrides[0]",
+            "to (2026-11-24T13:00) must be after from (2026-11-24T14:00)",
+            id="backwards",
+        ),
+        pytest.param(
+            {**EVENT, "to": EVENT["from"]},
+            "spec.schedule.overrides[0]",
+            "must be after",
+            id="empty",
+        ),
+        pytest.param(
+            {**EVENT, "from": "next tuesday"},
+            "spec.schedule.overrides[0].from",
+            "'next tuesday' is not a date and time such as 2026-12-10T14:00",
+            id="unparseable",
+        ),
+        pytest.param(
+            {**EVENT, "from": "2026-11-24T14:00+01:00"},
+            "spec.schedule.overrides[0].from",
+            "carries a UTC offset",
+            id="offset",
+        ),
+        pytest.param(
+            {**EVENT, "targetFree": 51},
+            "spec.schedule.overrides[0].targetFree",
+            "targetFree (51) must not exceed capacity.max (50)",
+            id="above-max",
+        ),
+        pytest.param(
+            {"from": EVENT["from"], "targetFree": 4},
+            "spec.schedule.overrides[0].to",
+            "Field required",
+            id="missing-to",
+        ),
+    ],
+)
+def test_bad_overrides_name_the_field(override: dict[str, object], path: str, reason: str) -> None:
+    """Every bad dated override fails validation with the field path and the reason."""
+    with pytest.raises(ConfigError) as caught:
+        parse_desired_state(pool_document({"overrides": [override]}), "pools.yaml")
+    message = str(caught.value)
+    assert f"pools.yaml: document 1: {path}: " in message
+    assert reason in message
+
+
+def test_override_times_in_every_yaml_spelling() -> None:
+    """Minutes-only text, a YAML timestamp and a bare date all read as local wall times."""
+    text = pool_document({"timezone": "Europe/Berlin"}).replace(
+        "timezone: Europe/Berlin",
+        "timezone: Europe/Berlin\n    overrides:\n"
+        "    - {from: 2026-12-10T14:00, to: 2026-12-10 17:00:00, targetFree: 40}\n"
+        "    - {from: 2026-12-24, to: 2026-12-27, targetFree: 0}",
+    )
+    schedule = parse_desired_state(text).pools[0].spec.schedule
+    assert [(o.start, o.end) for o in schedule.overrides] == [
+        (datetime(2026, 12, 10, 14), datetime(2026, 12, 10, 17)),
+        (datetime(2026, 12, 24), datetime(2026, 12, 27)),
+    ]
+
+
+BERLIN_EVENT = {
+    "timezone": "Europe/Berlin",
+    "rules": OFFICE["rules"],
+    "overrides": [
+        EVENT,
+        {"from": "2026-11-24T16:00", "to": "2026-11-24T18:00", "targetFree": 45},
+        {"from": "2025-01-01T00:00", "to": "2025-01-02T00:00", "targetFree": 30},
+    ],
+}
+BERLIN_1400 = datetime(2026, 11, 24, 13, 0, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("moment", "value", "rule", "override"),
+    [
+        pytest.param(BERLIN_1400 - 1800, 5, 0, None, id="office-rule-before"),
+        pytest.param(BERLIN_1400, 40, None, 0, id="from-is-included"),
+        pytest.param(BERLIN_1400 + 2.5 * 3600, 45, None, 1, id="overlap-largest-wins"),
+        pytest.param(BERLIN_1400 + 4 * 3600, 2, None, None, id="to-is-excluded"),
+        pytest.param(None, 2, None, None, id="no-wall-clock"),
+    ],
+)
+def test_override_in_force(
+    moment: float | None, value: int, rule: int | None, override: int | None
+) -> None:
+    """An override in force replaces rules and targetFree, in the schedule's zone; an expired
+    one changes nothing."""
+    target = parse_desired_state(pool_document(BERLIN_EVENT)).pools[0].spec.target_in_force(moment)
+    assert (target.value, target.rule, target.override) == (value, rule, override)
+
+
+def test_override_may_lower_the_target_for_a_holiday() -> None:
+    """A holiday override below the office rule is honoured: it is the more specific word."""
+    holiday = {**OFFICE, "overrides": [{"from": "2026-11-24", "to": "2026-11-25", "targetFree": 0}]}
+    pool = parse_desired_state(pool_document(holiday)).pools[0].spec
+    assert pool.target_free_at(TUESDAY_0855_UTC + 10 * 60) == (0, None)
+    assert pool.target_free_at(TUESDAY_0855_UTC + 10 * 60 + 86400)[0] == 5
+
+
+def test_next_change_is_the_next_override_edge() -> None:
+    """The schedule names the next override boundary, so a pass can be due exactly then."""
+    schedule = parse_desired_state(pool_document(BERLIN_EVENT)).pools[0].spec.schedule
+    assert schedule.next_change(BERLIN_1400 - 1) == BERLIN_1400
+    assert schedule.next_change(BERLIN_1400) == BERLIN_1400 + 2 * 3600
+    assert schedule.next_change(BERLIN_1400 + 4 * 3600) is None
