@@ -19,12 +19,15 @@ $(STAMP): pyproject.toml
 system-deps:
 	bash scripts/system-deps.sh
 
+# Style, formatting and the layering contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
-	$(BIN)/ruff check controller agent sandbox bench tests
-	$(BIN)/ruff format --check controller agent
+	$(BIN)/ruff check common controller agent sandbox bench tests
+	$(BIN)/ruff format --check common controller agent
+	$(BIN)/lint-imports --no-cache
 
+# mypy --strict on everything that ships (the strict overrides are in pyproject.toml).
 typecheck: $(STAMP)
-	$(BIN)/mypy controller agent
+	$(BIN)/mypy common controller agent
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"
@@ -32,32 +35,38 @@ unit: $(STAMP)
 e2e: system-deps $(STAMP)
 	$(BIN)/pytest -q -m e2e
 
+# Includes tests/e2e/test_runtime_install.py: the wheel, installed with its runtime dependencies
+# only into a fresh virtualenv (.venv-runtime), runs the end-to-end checks, and so does the
+# Dockerfile's build replayed without an engine.
 test: system-deps lint typecheck $(STAMP)
 	$(BIN)/pytest -q
 
+# sandbox/ and bench/ are not in the wheel: they run from the checkout (PYTHONPATH is the checkout).
+
 # The whole system on this machine: AWS emulator, controller, agents, simulated Jibris, demand.
 run: $(STAMP)
-	$(BIN)/python -m sandbox $(ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m sandbox $(ARGS)
 
 # One simulated day of demand under each autoscaling policy: table, out/sim.json, out/sim.png,
 # and the learned schedule planner-schedule ran with, out/schedule.yaml.
 sim: $(STAMP)
-	$(BIN)/python -m bench.sim $(ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.sim $(ARGS)
 
 # The real controller under 1,000 and 10,000 reporting agents (in-process AWS fake): report
 # latency, CPU, RSS, pass duration, AWS calls per pass, plan() time; table and out/bench.json.
 bench: $(STAMP)
-	$(BIN)/python -m bench.scale $(ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.scale $(ARGS)
 
 # The agent's uploader vs `aws s3 cp` (awscli in its own venv under out/bench-upload):
 # throughput of one 256 MiB file against the emulator, as a table and out/bench-upload/result.json.
 bench-upload: $(STAMP)
-	$(BIN)/python -m bench.upload_throughput $(ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.upload_throughput $(ARGS)
 
 # Report that empties the pool → SetDesiredCapacity issued, against the AWS emulator: p50/p99,
 # and every sample in out/bench-latency.json.
 bench-latency: $(STAMP)
-	PYTHONPATH=. $(BIN)/python -m bench.decision_latency $(ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.decision_latency $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-runtime dist .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+	    .import_linter_cache
