@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
-from types_aiobotocore_autoscaling import AutoScalingClient
-from types_aiobotocore_cloudwatch import CloudWatchClient
 
 from agent.fallback import JIBRI_FREE, AwsError, Membership
+
+if TYPE_CHECKING:  # type stubs: a development dependency, absent from a production install
+    from types_aiobotocore_autoscaling import AutoScalingClient
+    from types_aiobotocore_cloudwatch import CloudWatchClient
 
 _CONFIG = AioConfig(
     retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10
