@@ -35,6 +35,7 @@ from controller.spec.pool import (
     ScaleIn,
     ScaleOut,
 )
+from controller.spec.readiness import Demand, Jicofo, Readiness
 from controller.spec.schedule import (
     Override,
     Schedule,
@@ -50,17 +51,20 @@ __all__ = [
     "CloudWatch",
     "ConfigError",
     "ConfigProblem",
+    "Demand",
     "DesiredState",
     "DrainSettings",
     "Duration",
     "FallbackScaling",
     "Instances",
     "JibriPool",
+    "Jicofo",
     "Metadata",
     "Name",
     "Override",
     "PoolSpec",
     "PositiveDuration",
+    "Readiness",
     "ScaleIn",
     "ScaleOut",
     "Schedule",

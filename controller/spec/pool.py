@@ -10,8 +10,9 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, StringConstraints, model_validator
 
 from common.durations import Duration, PositiveDuration
-from controller.spec.base import Name, SpecModel, field_errors
+from controller.spec.base import FieldProblem, Name, SpecModel, field_errors
 from controller.spec.cloudwatch import CloudWatch
+from controller.spec.readiness import Demand, Readiness
 from controller.spec.schedule import Schedule, TargetInForce
 
 
@@ -58,6 +59,8 @@ class PoolSpec(SpecModel):
     resync: PositiveDuration = 15.0
     cloudWatch: CloudWatch = CloudWatch()
     schedule: Schedule = Schedule()
+    readiness: Readiness = Readiness()
+    demand: Demand = Demand()
 
     @model_validator(mode="after")
     def _target_fits(self) -> Self:
@@ -66,22 +69,20 @@ class PoolSpec(SpecModel):
                 f"targetFree ({self.targetFree}) must not exceed capacity.max ({self.capacity.max})"
             )
         limit = self.capacity.max
-        too_high = [
-            (
-                ("schedule", "rules", i, "targetFree"),
-                rule.targetFree,
-                f"targetFree ({rule.targetFree}) must not exceed capacity.max ({limit})",
-            )
+        asks: list[tuple[tuple[str | int, ...], int, str]] = [
+            (("schedule", "rules", i, "targetFree"), rule.targetFree, "targetFree")
             for i, rule in enumerate(self.schedule.rules)
-            if rule.targetFree > limit
-        ] + [
-            (
-                ("schedule", "overrides", i, "targetFree"),
-                override.targetFree,
-                f"targetFree ({override.targetFree}) must not exceed capacity.max ({limit})",
-            )
+        ]
+        asks += [
+            (("schedule", "overrides", i, "targetFree"), override.targetFree, "targetFree")
             for i, override in enumerate(self.schedule.overrides)
-            if override.targetFree > limit
+        ]
+        if self.readiness.maxSpares is not None:
+            asks.append((("readiness", "maxSpares"), self.readiness.maxSpares, "maxSpares"))
+        too_high: list[FieldProblem] = [
+            (at, value, f"{field} ({value}) must not exceed capacity.max ({limit})")
+            for at, value, field in asks
+            if value > limit
         ]
         if too_high:
             raise field_errors(*too_high)
@@ -92,6 +93,12 @@ class PoolSpec(SpecModel):
         (None for the spec's own, or for a dated override: see `target_in_force`)."""
         target = self.schedule.target_at(self.targetFree, wall_time)
         return target.value, target.rule
+
+    @property
+    def max_spares(self) -> int:
+        """The most free recorders the forecast may ask for."""
+        spares = self.readiness.maxSpares
+        return self.capacity.max if spares is None else spares
 
     def target_in_force(self, wall_time: float | None) -> TargetInForce:
         """targetFree in force at `wall_time`, with the rule or override that set it."""
