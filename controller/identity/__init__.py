@@ -1,0 +1,1 @@
+"""Per-instance agent identity: signed instance identity documents in, credentials out."""
