@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
-from controller.model import Drain, SetDesiredCapacity
+from controller.model import DrainInstance, SetDesiredCapacity
 from controller.planner import plan
 from controller.spec import ConfigError, parse_desired_state
 from controller.spec.schedule import DAY_NAMES, parse_field
@@ -152,7 +153,7 @@ def test_scheduled_target_holds_spares_from_scale_in() -> None:
     assert [
         a
         for a in plan(spec(schedule=OFFICE), fleet.observed(), NOW).actions
-        if isinstance(a, Drain)
+        if isinstance(a, DrainInstance)
     ] == []
     fleet.wall_time = TUESDAY_0855_UTC + 12 * 3600
     assert (
@@ -160,7 +161,7 @@ def test_scheduled_target_holds_spares_from_scale_in() -> None:
             [
                 a
                 for a in plan(spec(schedule=OFFICE), fleet.observed(), NOW).actions
-                if isinstance(a, Drain)
+                if isinstance(a, DrainInstance)
             ]
         )
         == 1
@@ -171,7 +172,7 @@ def of_capacity(result) -> list[int]:  # type: ignore[no-untyped-def]
     return [a.capacity for a in result.actions if isinstance(a, SetDesiredCapacity)]
 
 
-def pool_document(schedule: dict[str, object], high: int = 50) -> str:
+def pool_document(schedule: Mapping[str, object], high: int = 50) -> str:
     return yaml.safe_dump(
         {
             "apiVersion": "jibri-autoscaler/v1",
