@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from agent.settings import OPTIONS, TOKEN_FILE_ENV, Settings, SettingsError, load_settings
 from common import logs
+from common.logs import event
 from common.wire import TOKEN_ENV
 
 log = logging.getLogger("agent")
@@ -68,7 +69,8 @@ def _finalize(args: Sequence[str]) -> int:
 
 
 async def _run(settings: Settings) -> int:
-    from agent.daemon import StartupError, run_agent
+    from agent.daemon import run_agent
+    from agent.servers import StartupError
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,7 +79,7 @@ async def _run(settings: Settings) -> int:
     try:
         ok = await run_agent(settings, stop)
     except StartupError as exc:
-        log.error("cannot start: %s", exc)
+        event(log, "cannot start", level=logging.ERROR, error=str(exc))
         return EXIT_FAILED
     return EXIT_OK if ok else EXIT_FAILED
 

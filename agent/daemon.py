@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
-from aiohttp import web
 
 from agent.drain import MARKER_NAME, Drainer, DrainMarker
 from agent.fallback import Fallback
@@ -23,20 +21,17 @@ from agent.identity import Identity, IdentityError, resolve_identity
 from agent.jibri import JibriClient, Probe
 from agent.metrics import AgentMetrics, metrics_app
 from agent.reporter import Reporter
-from agent.settings import Listen, Settings
+from agent.servers import StartupError, ready_file, serving
+from agent.settings import Settings
 from agent.spool import Spool
 from agent.status import Board, LocalState
 from agent.upload.metrics import UploadMetrics
 from agent.upload.uploader import Uploader
 from agent.webhook import webhook_app
 from common.aiokits.tasks import NamedTask, run_until_stopped
-from common.logs import Transitions
+from common.logs import Transitions, event
 
 log = logging.getLogger(__name__)
-
-
-class StartupError(Exception):
-    """The agent cannot start; the message says why and what to change."""
 
 
 @dataclass
@@ -92,7 +87,7 @@ class Agent:
         )
         self.fallback: Fallback | None = None
         self.uploader: Uploader | None = None
-        self._spool_log = Transitions(log, f"spool {settings.spool_dir}")
+        self._spool_log = Transitions(log, "spool", path=str(settings.spool_dir))
 
     def pending_uploads(self) -> int:
         try:
@@ -166,24 +161,6 @@ def agent_tasks(agent: Agent) -> list[NamedTask]:
     return tasks
 
 
-@asynccontextmanager
-async def _serving(app: web.Application, listen: Listen, what: str) -> AsyncIterator[None]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, listen.host, listen.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise StartupError(f"cannot serve {what} on {listen}: {exc.strerror}") from exc
-        # With port 0 (tests, the sandbox) the log names the port actually taken.
-        bound = ", ".join(f"{a[0]}:{a[1]}" for a in runner.addresses if isinstance(a, tuple))
-        log.info("serving %s on %s", what, bound or listen)
-        yield
-    finally:
-        await runner.cleanup()
-
-
 def _prepare_dirs(settings: Settings) -> None:
     for what, directory in (
         ("--state-dir", settings.state_dir),
@@ -214,6 +191,13 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
             )
         except IdentityError as exc:
             raise StartupError(str(exc)) from exc
+        event(
+            log,
+            "identity",
+            instance=identity.instance_id,
+            region=identity.region,
+            source="settings" if settings.instance_id is not None else "imds",
+        )
         agent = Agent(settings, session=session, identity=identity, metrics=metrics)
         if settings.fallback:
             from agent.aws import open_aws
@@ -232,7 +216,12 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
             )
         upload = settings.upload_config()
         if upload is None:
-            log.warning("no --upload-bucket: recordings stay in the spool, and count as pending")
+            event(
+                log,
+                "uploads off",
+                level=logging.WARNING,
+                reason="no --upload-bucket: recordings stay in the spool and count as pending",
+            )
         else:
             from agent.upload.s3client import open_s3
 
@@ -251,20 +240,40 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
                 metrics=UploadMetrics(metrics.registry, agent.spool, lambda: datetime.now(UTC)),
                 instance_id=identity.instance_id,
             )
-        await stack.enter_async_context(
-            _serving(metrics_app(metrics, agent.status), settings.metrics_listen, "/metrics")
-        )
-        webhook = webhook_app(lambda probe: agent.observe(probe, pushed=True), metrics)
-        await stack.enter_async_context(
-            _serving(webhook, settings.webhook_listen, "the Jibri webhook")
-        )
-        log.info(
-            "agent started for %s (boot %s), reporting to %s",
-            identity.instance_id,
-            agent.reporter.boot_id,
-            settings.controller_url,
+        listening = {
+            "metrics": await stack.enter_async_context(
+                serving(
+                    metrics_app(metrics, agent.status),
+                    settings.metrics_listen,
+                    "metrics",
+                    "--metrics-listen",
+                )
+            ),
+            "webhook": await stack.enter_async_context(
+                serving(
+                    webhook_app(lambda probe: agent.observe(probe, pushed=True), metrics),
+                    settings.webhook_listen,
+                    "webhook",
+                    "--webhook-listen",
+                )
+            ),
+        }
+        stack.enter_context(ready_file(settings.ready_file, listening))
+        event(
+            log,
+            "agent started",
+            instance=identity.instance_id,
+            boot=agent.reporter.boot_id,
+            controller=settings.controller_url,
+            fallback=settings.fallback,
+            bucket=settings.upload_bucket,
         )
         started = time.monotonic()
         ok = await run_until_stopped(agent_tasks(agent), stop)
-        log.info("agent stopping after %.0f s", time.monotonic() - started)
+        event(
+            log,
+            "agent stopping",
+            instance=identity.instance_id,
+            uptime_seconds=round(time.monotonic() - started),
+        )
         return ok

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.jibri import Outcome, Probe
+from common.logs import event
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,13 @@ class DrainMarker:
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             # The file exists, so a drain was asked for: keep draining, from the start.
-            log.warning("drain marker %s is unreadable; continuing the drain", self.path)
+            event(
+                log,
+                "drain marker unreadable",
+                level=logging.WARNING,
+                path=str(self.path),
+                action="continue the drain",
+            )
             return DrainRecord(requested_at=time.time())
 
     def save(self, record: DrainRecord) -> None:
@@ -104,7 +111,7 @@ class Drainer:
         """Monotonic time of the latest accepted shutdown in this process."""
         self._gone_since_accept = False
         if self._record is not None:
-            log.info("drain marker found at %s: resuming the drain", marker.path)
+            event(log, "drain resumed", path=str(marker.path), reason="drain marker found")
 
     @property
     def active(self) -> bool:
@@ -121,7 +128,12 @@ class Drainer:
         record = DrainRecord(requested_at=self._wall_clock())
         self._marker.save(record)
         self._record = record
-        log.info("drain requested by the controller: asking Jibri to shut down once idle")
+        event(
+            log,
+            "drain requested",
+            reason="the controller answered drain: true",
+            action="ask Jibri to shut down once idle",
+        )
         return True
 
     async def step(self, probe: Probe | None) -> bool:
@@ -146,7 +158,7 @@ class Drainer:
             self._record = DrainRecord(self._record.requested_at, self._wall_clock())
             self._marker.save(self._record)
         if newly:
-            log.info("Jibri accepted the graceful shutdown; it exits once idle")
+            event(log, "graceful shutdown accepted", detail="Jibri exits once idle")
         return newly
 
     def drained(self, probe: Probe | None, pending_uploads: int) -> bool:

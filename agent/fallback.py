@@ -18,7 +18,7 @@ from typing import Final, Protocol
 
 from agent.metrics import AgentMetrics
 from agent.status import LocalState, Signal
-from common.logs import Transitions
+from common.logs import Transitions, event
 from common.wire import BusyStatus
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Fallback:
         self._monotonic = monotonic
         self._membership: Membership | None = None
         self._active = False
-        self._aws_log = Transitions(log, "classic fallback")
+        self._aws_log = Transitions(log, "fallback aws", instance=instance_id)
 
     @property
     def active(self) -> bool:
@@ -127,13 +127,22 @@ class Fallback:
             self._active = active
             self._metrics.fallback_active.set(int(active))
             if active:
-                log.warning(
-                    "no report accepted by the controller for %.0f s: guarding this instance's "
+                event(
+                    log,
+                    "fallback active",
+                    level=logging.WARNING,
+                    instance=self._instance_id,
+                    silent_seconds=round(silent, 1),
+                    reason="no report accepted by the controller: the agent guards its own "
                     "scale-in protection until it is back",
-                    silent,
                 )
             else:
-                log.info("the controller accepts reports again: it owns protection again")
+                event(
+                    log,
+                    "fallback inactive",
+                    instance=self._instance_id,
+                    reason="the controller accepts reports again and owns protection",
+                )
             refresh = True
         if not active:
             return
@@ -152,7 +161,13 @@ class Fallback:
             return
         self._succeeded(action)
         self._membership = Membership(membership.asg_name, wanted)
-        log.info("fallback: %s %s from scale-in", action, self._instance_id)
+        event(
+            log,
+            "fallback action",
+            action=action,
+            instance=self._instance_id,
+            group=membership.asg_name,
+        )
 
     async def _lookup(self, *, refresh: bool) -> Membership | None:
         if self._membership is not None and not refresh:

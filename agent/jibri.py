@@ -114,8 +114,8 @@ class JibriClient:
         self._health_url = health_url
         self._shutdown_url = shutdown_url
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._health_log = Transitions(log, "jibri health")
-        self._shutdown_log = Transitions(log, "jibri graceful shutdown")
+        self._health_log = Transitions(log, "jibri health", url=health_url)
+        self._shutdown_log = Transitions(log, "jibri graceful shutdown", url=shutdown_url)
 
     async def probe(self) -> Probe:
         started = self._monotonic()
@@ -125,7 +125,7 @@ class JibriClient:
         else:
             self._health_log.failed(
                 probe.outcome.value,
-                f"{probe.detail}; reporting UNKNOWN until it answers ({self._health_url})",
+                f"{probe.detail}; reporting UNKNOWN until it answers",
             )
         return probe
 

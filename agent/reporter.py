@@ -26,7 +26,7 @@ from tenacity import (
 
 from agent.metrics import AgentMetrics
 from agent.status import LocalState, Signal
-from common.logs import Transitions
+from common.logs import Transitions, event
 from common.wire import REPORTS_PATH, Report, ReportAnswer
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Reporter:
         self._seq = 0
         self.last_success_at = monotonic()
         """Monotonic time of the last accepted report (the start, before the first one)."""
-        self._log = Transitions(log, f"reports to {self._url}")
+        self._log = Transitions(log, "reports", url=self._url, instance=instance_id)
         self._ever_reachable = False
 
     def silent_for(self) -> float:
@@ -173,7 +173,7 @@ class Reporter:
             self._metrics.last_report_success.set(time.time())
         if reachable and not self._ever_reachable:
             self._ever_reachable = True
-            log.info("the controller at %s accepted the first report", self._url)
+            event(log, "first report accepted", url=self._url, instance=self._instance_id)
         if attempt.outcome == "ok":
             self._log.ok("accepted again")
         elif attempt.outcome == "unmanaged":
@@ -192,4 +192,10 @@ class Reporter:
         except OSError as exc:
             # Without the marker on disk the drain would not survive a restart: do not start
             # it; the controller asks again with the next report.
-            log.error("cannot start the drain: writing the drain marker failed (%s)", exc)
+            event(
+                log,
+                "drain not started",
+                level=logging.ERROR,
+                reason="writing the drain marker failed",
+                error=str(exc),
+            )

@@ -70,6 +70,8 @@ class Settings:
     upload_part_size: int = 16 << 20
     upload_concurrency: int = 4
     upload_checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.SHA256
+    ready_file: Path | None = None
+    """Written (atomically) with the bound listen addresses once both servers listen."""
 
     def upload_config(self) -> UploadConfig | None:
         """The uploader's settings, or None when uploads are off (no bucket)."""
@@ -210,6 +212,13 @@ OPTIONS: Final = (
         "while draining, repeat gracefulShutdown this often to a Jibri that still answers",
         metavar="DUR",
     ),
+    _opt(
+        "ready_file",
+        None,
+        Path,
+        "once listening, write the bound addresses here as JSON (port 0 picks free ports)",
+        metavar="PATH",
+    ),
     _opt("state_dir", "/var/lib/jibri-agent", Path, "holds the drain marker", metavar="DIR"),
     _opt("spool_dir", "/var/spool/jibri-agent", Path, "recording spool", metavar="DIR"),
     _opt(
@@ -259,7 +268,13 @@ OPTIONS: Final = (
         "log level",
         metavar="LEVEL",
     ),
-    _opt("log_format", "text", _choice("text", "json"), "log line format", metavar="FMT"),
+    _opt(
+        "log_format",
+        "json",
+        _choice("json", "text"),
+        "json: one event per line, with the controller's field names; text: for a terminal",
+        metavar="FMT",
+    ),
 )
 
 

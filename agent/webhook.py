@@ -16,6 +16,7 @@ from aiohttp import web
 
 from agent.jibri import MalformedStatus, Outcome, Probe, parse_status
 from agent.metrics import AgentMetrics
+from common.logs import event
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def webhook_app(
 
     def reject(reason: str) -> web.Response:
         metrics.webhook_events.labels("rejected").inc()
-        log.warning("rejected a status push from Jibri: %s", reason)
+        event(log, "status push rejected", level=logging.WARNING, reason=reason)
         return web.json_response({"error": reason}, status=400)
 
     async def status(request: web.Request) -> web.Response:
@@ -49,7 +50,14 @@ def webhook_app(
         except MalformedStatus as exc:
             return reject(str(exc))
         metrics.webhook_events.labels("ok").inc()
-        log.debug("status push from %s: %s", document.get("jibriId"), jibri)
+        event(
+            log,
+            "status push",
+            level=logging.DEBUG,
+            jibri_id=document.get("jibriId"),
+            busy=jibri.busyStatus.value,
+            health=jibri.healthStatus.value,
+        )
         on_probe(Probe(jibri, Outcome.OK, received, "pushed"))
         return web.json_response({})
 

@@ -34,7 +34,7 @@ from common.wire import BusyStatus
 from sandbox.fake_jibri import FakeJibri
 from tests.support.agent_process import Recorder, agent_env
 from tests.support.fake_controller import FakeController
-from tests.support.loopback import eventually, free_port, serving
+from tests.support.loopback import eventually, serving
 
 INSTANCE = "i-0be0c4be0c4be0c4b"
 
@@ -46,13 +46,11 @@ def percentile(samples: list[float], p: float) -> float:
 
 async def measure(path: str, trials: int, root: Path) -> list[float]:
     controller = FakeController(token="bench")
-    webhook_port = free_port()
-    subscribers = [f"http://127.0.0.1:{webhook_port}"] if path == "webhook" else []
-    jibri = FakeJibri(jibri_id=path, subscribers=subscribers)
+    jibri = FakeJibri(jibri_id=path)
     await jibri.start()
     home = root / path
     home.mkdir()
-    recorder = Recorder(INSTANCE, jibri, home, webhook_port)
+    recorder = Recorder(INSTANCE, jibri, home, push=path == "webhook")
     poll = "60s" if path == "webhook" else "2s"
     samples: list[float] = []
     try:

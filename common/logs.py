@@ -87,9 +87,11 @@ def event(
 class Transitions:
     """Logs a failing operation once per change of failure kind, and once on recovery."""
 
-    def __init__(self, logger: logging.Logger, what: str) -> None:
+    def __init__(self, logger: logging.Logger, what: str, **fields: Any) -> None:
         self._logger = logger
         self._what = what
+        self._fields = fields
+        """Added to both events (e.g. `url=…`), so `what` stays a constant event name."""
         self._failing: str | None = None
 
     @property
@@ -100,9 +102,17 @@ class Transitions:
     def failed(self, kind: str, message: str, *, level: int = logging.WARNING) -> None:
         if kind != self._failing:
             self._failing = kind
-            event(self._logger, f"{self._what} failing", level=level, kind=kind, error=message)
+            event(
+                self._logger,
+                f"{self._what} failing",
+                level=level,
+                kind=kind,
+                error=message,
+                **self._fields,
+            )
 
     def ok(self, message: str | None = None) -> None:
         if self._failing is not None:
             self._failing = None
-            event(self._logger, f"{self._what} recovered", detail=message or "recovered")
+            detail = message or "recovered"
+            event(self._logger, f"{self._what} recovered", detail=detail, **self._fields)

@@ -189,6 +189,13 @@ class FakeJibri:
         if self._session is not None:
             self._start_pushers()
 
+    def unsubscribe(self, url: str) -> None:
+        """Stop pushing to `url` (a restarted subscriber listens elsewhere)."""
+        self._queues.pop(url, None)
+        pusher = self._pushers.pop(url, None)
+        if pusher is not None:
+            pusher.cancel()
+
     def _start_pushers(self) -> None:
         for url, queue in self._queues.items():
             if url not in self._pushers:

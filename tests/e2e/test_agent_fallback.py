@@ -76,7 +76,7 @@ async def test_silent_controller_hands_protection_to_the_agent(
             assert health is not None and not health["fallbackActive"]
             await asyncio.to_thread(controller.stop)
         await eventually(
-            lambda: agent.lines("guarding this instance's scale-in protection") != [],
+            lambda: agent.events("fallback active", instance=instance) != [],
             what="the fallback to take over",
         )
         assert not await asyncio.to_thread(protected, emulator, instance)

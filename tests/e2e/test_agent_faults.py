@@ -1,5 +1,5 @@
 """A real agent process through Jibri's and the controller's faults: it keeps running,
-reports UNKNOWN while Jibri cannot be read, and logs one line per failure, not one per try."""
+reports UNKNOWN while Jibri cannot be read, and logs one event per failure, not one per try."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ async def test_jibri_and_controller_faults_are_survived(tmp_path: Path) -> None:
                 what="UNKNOWN for a malformed answer",
             )
             await settle(controller, agent)
-            assert len(agent.lines("malformed answer")) == 1, agent.log()
+            assert len(agent.events("jibri health failing", kind="malformed")) == 1, agent.log()
             recorder.jibri.set_malformed(False)
             await eventually(
                 lambda: controller.reports[-1].jibri.busyStatus is BusyStatus.IDLE,
@@ -61,14 +61,14 @@ async def test_jibri_and_controller_faults_are_survived(tmp_path: Path) -> None:
                 what="UNKNOWN while Jibri is down",
             )
             await settle(controller, agent)
-            assert len(agent.lines("jibri health: unreachable")) == 1, agent.log()
+            assert len(agent.events("jibri health failing", kind="unreachable")) == 1, agent.log()
             await recorder.jibri.restart()
             await eventually(
                 lambda: controller.reports[-1].jibri.busyStatus is BusyStatus.IDLE,
                 what="IDLE after Jibri's restart",
             )
 
-            for status, text in ((500, "HTTP 500"), (401, "401")):
+            for status, kind in ((500, "server-error"), (401, "unauthorized")):
                 controller.failing_with = status
                 attempts = controller.attempts
                 await eventually(
@@ -76,14 +76,15 @@ async def test_jibri_and_controller_faults_are_survived(tmp_path: Path) -> None:
                     what=f"reports failing {status}",
                 )
                 assert agent.alive
-                assert len(agent.lines(text)) == 1, agent.log()
+                assert len(agent.events("reports failing", kind=kind)) == 1, agent.log()
                 controller.failing_with = None
                 count = len(controller.reports)
                 await eventually(
                     lambda n=count: len(controller.reports) > n,  # type: ignore[misc]
                     what="recovery",
                 )
-            assert len(agent.lines("reports to")) == 4, agent.log()
+            changes = agent.events("reports failing") + agent.events("reports recovered")
+            assert len(changes) == 4, agent.log()
 
             assert agent.alive
             assert await agent.stop() == 0

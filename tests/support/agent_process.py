@@ -1,5 +1,10 @@
 """Real agent processes (`python -m agent run`) on loopback, each with an in-process fake Jibri,
-for end-to-end tests and benchmarks run from an asyncio event loop."""
+for end-to-end tests and benchmarks run from an asyncio event loop.
+
+The agent binds port 0 for both its servers and writes where it listens to a ready file; the
+harness reads it, then points the fake Jibri's webhook there. No port is ever chosen here for
+the child to bind later, so no other process can take it in between.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,6 @@ import aiohttp
 
 from sandbox.fake_jibri import FakeJibri
 from tests.support.aws import Emulator
-from tests.support.loopback import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,6 +48,22 @@ class AgentProcess:
 
     def lines(self, containing: str) -> list[str]:
         return [line for line in self.log().splitlines() if containing in line]
+
+    def events(self, name: str | None = None, **fields: object) -> list[dict[str, Any]]:
+        """The agent's JSON log events, those called `name` with these field values."""
+        found = []
+        for line in self.log().splitlines():
+            try:
+                document = json.loads(line)
+            except ValueError:
+                continue  # e.g. a traceback the interpreter printed
+            if not isinstance(document, dict):
+                continue
+            if name is not None and document.get("event") != name:
+                continue
+            if all(document.get(key) == value for key, value in fields.items()):
+                found.append(document)
+        return found
 
     @property
     def alive(self) -> bool:
@@ -96,8 +116,10 @@ class Recorder:
     instance_id: str
     jibri: FakeJibri
     home: Path
-    webhook_port: int
+    push: bool = True
+    """Point the fake Jibri's webhook at the agent (as deploy/jibri/jibri-agent.conf does)."""
     agent: AgentProcess | None = None
+    webhook_url: str | None = None
     starts: int = 0
     extra_args: tuple[str, ...] = field(default=())
 
@@ -107,7 +129,7 @@ class Recorder:
         """Start (or restart, keeping the state dir and spool) this recorder's agent."""
         self.starts += 1
         log_path = self.home / f"agent-{self.starts}.log"
-        metrics_port = free_port()
+        ready_path = self.home / f"agent-{self.starts}.ready.json"
         command = [
             sys.executable,
             "-m",
@@ -124,9 +146,11 @@ class Recorder:
             "--jibri-shutdown-url",
             self.jibri.shutdown_url,
             "--webhook-listen",
-            f"127.0.0.1:{self.webhook_port}",
+            "127.0.0.1:0",
             "--metrics-listen",
-            f"127.0.0.1:{metrics_port}",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(ready_path),
             "--state-dir",
             str(self.home / "state"),
             "--spool-dir",
@@ -138,26 +162,49 @@ class Recorder:
             process = await asyncio.create_subprocess_exec(
                 *command, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
             )
-        agent = AgentProcess(process, log_path, f"http://127.0.0.1:{metrics_port}")
+        ready = await _wait_ready(process, ready_path, log_path)
+        agent = AgentProcess(process, log_path, "http://" + ready["metrics"][0])
         self.agent = agent
-        deadline = time.monotonic() + 60
-        while await agent.health() is None:
-            if not agent.alive:
-                raise AssertionError(f"agent exited early:\n{agent.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"agent did not start:\n{agent.log()}")
-            await asyncio.sleep(0.1)
+        if self.push:
+            if self.webhook_url is not None:
+                self.jibri.unsubscribe(self.webhook_url)
+            self.webhook_url = "http://" + ready["webhook"][0]
+            self.jibri.subscribe(self.webhook_url)
         return agent
 
 
+def _read_ready(path: Path) -> dict[str, Any] | None:
+    try:
+        ready: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    return ready
+
+
+async def _wait_ready(
+    process: asyncio.subprocess.Process, ready_path: Path, log_path: Path
+) -> dict[str, Any]:
+    """The agent's ready file (written once both servers listen), or fail with its log."""
+    deadline = time.monotonic() + 60
+    while (ready := _read_ready(ready_path)) is None:
+        if process.returncode is not None or time.monotonic() > deadline:
+            what = "exited early" if process.returncode is not None else "did not start"
+            raise AssertionError(f"agent {what}:\n{_log_text(log_path)}")
+        await asyncio.sleep(0.05)
+    return ready
+
+
+def _log_text(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
 async def make_recorder(instance_id: str, root: Path) -> Recorder:
-    """A fake Jibri on loopback that pushes to the (future) agent's webhook port."""
+    """A fake Jibri on loopback; it pushes to the agent's webhook once the agent listens."""
     home = root / instance_id
     home.mkdir(parents=True)
-    webhook_port = free_port()
-    jibri = FakeJibri(jibri_id=instance_id, subscribers=[f"http://127.0.0.1:{webhook_port}"])
+    jibri = FakeJibri(jibri_id=instance_id)
     await jibri.start()
-    return Recorder(instance_id, jibri, home, webhook_port)
+    return Recorder(instance_id, jibri, home)
 
 
 def agent_env(emulator: Emulator | None, token: str) -> dict[str, str]:
