@@ -33,6 +33,7 @@ CLOUDWATCH_OPERATIONS: Final = (
     "DeleteAlarms",
     "ListTagsForResource",
     "TagResource",
+    "GetMetricData",
 )
 POLICY_OPERATIONS: Final = ("DescribePolicies", "PutScalingPolicy", "DeletePolicy")
 DELETE_BATCH: Final = 100
@@ -142,6 +143,33 @@ class AioCloudWatch:
                 ResourceARN=arn, Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())]
             ),
         )
+
+    async def get_metric_data(
+        self, queries: Sequence[Mapping[str, Any]], start: float, end: float
+    ) -> dict[str, list[tuple[float, float]]]:
+        """Each query's (timestamp, value) points in [start, end), oldest first (all pages)."""
+        points: dict[str, list[tuple[float, float]]] = {q["Id"]: [] for q in queries}
+        request: dict[str, Any] = {
+            "MetricDataQueries": list(queries),
+            "StartTime": datetime.fromtimestamp(start, UTC),
+            "EndTime": datetime.fromtimestamp(end, UTC),
+            "ScanBy": "TimestampAscending",
+        }
+        while True:
+            page = await self._call("GetMetricData", self._client.get_metric_data(**request))
+            for result in page.get("MetricDataResults", []):
+                points.setdefault(result["Id"], []).extend(
+                    (stamp.timestamp(), value)
+                    for stamp, value in zip(
+                        result.get("Timestamps", []), result.get("Values", []), strict=False
+                    )
+                )
+            token = page.get("NextToken")
+            if not token:
+                for series in points.values():
+                    series.sort()
+                return points
+            request["NextToken"] = token
 
 
 class AioScalingPolicies:
