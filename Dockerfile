@@ -36,7 +36,7 @@ RUN groupadd --system --gid 10001 autoscaler \
 COPY --from=build /opt/jibri-autoscaler /opt/jibri-autoscaler
 USER 10001:10001
 EXPOSE 8080
-# The container is healthy while every pool reconciled recently (DESIGN §8, /healthz).
+# The container is healthy while every pool reconciled recently (/healthz, docs/design.md).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 STOPSIGNAL SIGTERM

@@ -142,10 +142,20 @@ class RunningController:
         return self.process.wait(timeout=30)
 
 
-def controller_env(emulator: Emulator, token: str | None = TOKEN) -> dict[str, str]:
+# `python -m controller` from the checkout; an installed program runs from elsewhere (see below).
+FROM_CHECKOUT = (sys.executable, "-m", "controller")
+
+
+def controller_env(
+    emulator: Emulator, token: str | None = TOKEN, *, checkout: bool = True
+) -> dict[str, str]:
+    """The controller's environment: the emulator's, the token, and the checkout on the import
+    path unless an installed controller must be the one that runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(emulator.env())
-    env["PYTHONPATH"] = str(REPO)
+    env.pop("PYTHONPATH", None)
+    if checkout:
+        env["PYTHONPATH"] = str(REPO)
     env.pop("JIBRI_AUTOSCALER_TOKEN", None)
     if token is not None:
         env["JIBRI_AUTOSCALER_TOKEN"] = token
@@ -168,17 +178,23 @@ def run_command(
 
 @contextmanager
 def running_controller(
-    emulator: Emulator, config: Path, *, extra_args: tuple[str, ...] = ()
+    emulator: Emulator,
+    config: Path,
+    *,
+    extra_args: tuple[str, ...] = (),
+    program: tuple[str, ...] = FROM_CHECKOUT,
+    cwd: Path = REPO,
 ) -> Iterator[RunningController]:
-    """Start the controller on a free loopback port; stop it with SIGTERM on exit, and check
-    that it exits cleanly."""
+    """Start the controller on loopback port 0 and read the address it bound from its
+    "listening" event; stop it with SIGTERM on exit, and check that it exits cleanly.
+
+    `program` and `cwd` run an installed controller instead of the checkout's: then the
+    checkout is kept off its import path."""
     log_path = config.with_suffix(".log")
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "controller",
+                *program,
                 "run",
                 "--config",
                 str(config),
@@ -188,8 +204,8 @@ def running_controller(
                 "2",
                 *extra_args,
             ],
-            env=controller_env(emulator),
-            cwd=REPO,
+            env=controller_env(emulator, checkout=program == FROM_CHECKOUT),
+            cwd=cwd,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )

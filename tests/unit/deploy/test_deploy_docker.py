@@ -1,67 +1,28 @@
 """The Dockerfile: multi-stage, small, non-root, health-checked, running `python -m controller run`.
 
 There is no container engine here, so the Dockerfile is parsed and its promises are checked
-one by one; the build context it admits is checked to hold everything the code imports.
+one by one; the build context it admits is checked to hold everything the code imports. Its
+build and runtime stages are replayed, and the result run, in tests/e2e/test_runtime_install.py.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from controller.cli import build_parser
+from tests.support.dockerfile import Instruction, Stage, base_image, parse
 
 REPO = Path(__file__).resolve().parents[3]
 DOCKERFILE = REPO / "Dockerfile"
 BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "cc ", "clang", "python3-dev")
-
-
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str
-    argument: str
-
-    def exec_form(self) -> list[str]:
-        """The JSON (exec) form of ENTRYPOINT/CMD/HEALTHCHECK CMD; fails on the shell form."""
-        text = self.argument
-        if self.keyword == "HEALTHCHECK":
-            text = text[text.index("CMD") + 3 :]
-        value = json.loads(text.strip())
-        assert isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return value
-
-
-def parse(text: str) -> list[list[Instruction]]:
-    """Instructions grouped by stage (a leading group holds the ARGs before the first FROM)."""
-    stages: list[list[Instruction]] = [[]]
-    logical = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not logical and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            logical += line[:-1] + " "
-            continue
-        logical += line
-        keyword, _, argument = logical.partition(" ")
-        instruction = Instruction(keyword.upper(), argument.strip())
-        if instruction.keyword == "FROM":
-            stages.append([])
-        stages[-1].append(instruction)
-        logical = ""
-    assert not logical, "the Dockerfile ends inside a continued line"
-    return stages
 
 
 @pytest.fixture(scope="module")
@@ -73,26 +34,11 @@ def _first(stage: list[Instruction], keyword: str) -> list[Instruction]:
     return [i for i in stage if i.keyword == keyword]
 
 
-def _args(stages: list[list[Instruction]]) -> dict[str, str]:
-    args = {}
-    for instruction in _first(stages[0], "ARG"):
-        name, _, default = instruction.argument.partition("=")
-        args[name] = default
-    return args
-
-
-def _image(stages: list[list[Instruction]], stage: list[Instruction]) -> str:
-    image = stage[0].argument.split()[0]
-    for name, value in _args(stages).items():
-        image = image.replace(f"${{{name}}}", value).replace(f"${name}", value)
-    return image
-
-
 def test_multi_stage_on_python_slim(stages: list[list[Instruction]]) -> None:
     """A build stage and a runtime stage on python:3.11-slim; the runtime copies from build."""
     built = stages[1:]
     assert len(built) >= 2
-    assert all(_image(stages, stage) == "python:3.11-slim" for stage in built)
+    assert all(base_image(stages, stage) == "python:3.11-slim" for stage in built)
     names = [stage[0].argument.split()[-1] for stage in built[:-1]]
     copies = [i.argument for i in _first(built[-1], "COPY")]
     assert any(f"--from={name}" in copy for copy in copies for name in names)
@@ -233,3 +179,28 @@ def test_dockerfile_comment_shows_a_working_run_line() -> None:
     header = DOCKERFILE.read_text(encoding="utf-8").split("ARG", 1)[0]
     assert "-v $PWD/config:/etc/jibri-autoscaler:ro" in header
     assert (REPO / "config" / "desired-state.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("command", "mapped"),
+    [
+        pytest.param(
+            "python -m venv /opt/x && /opt/x/bin/pip wheel --wheel-dir /tmp/wheels .",
+            "python -m venv R/opt/x && R/opt/x/bin/pip wheel --wheel-dir R/tmp/wheels .",
+            id="image-paths",
+        ),
+        pytest.param(
+            "python -m controller --help >/dev/null",
+            "python -m controller --help >/dev/null",
+            id="dev-null-stays",
+        ),
+        pytest.param(
+            "useradd --shell /usr/sbin/nologin x", "useradd --shell /usr/sbin/nologin x", id="usr"
+        ),
+        pytest.param("PATH=/opt/v/bin:$PATH", "PATH=R/opt/v/bin:$PATH", id="env-value"),
+    ],
+)
+def test_replay_maps_image_paths_into_its_root(command: str, mapped: str) -> None:
+    """The replay places the image's own directories under the stage's root and leaves the
+    base system's (/usr, /dev) alone."""
+    assert Stage(name="build", root=Path("R")).map(command) == mapped
