@@ -24,6 +24,15 @@ DRAINING: Final = "DrainingInstances"
 POOL_METRICS: Final = (FREE, BUSY, STARTING, DRAINING)
 """Gauges the controller publishes for each pool (docs/cloudwatch.md)."""
 
+RECORDINGS_STARTED: Final = "RecordingsStarted"
+"""Per minute: recorders that went from idle to busy (published with zeros, so a minute with
+no value is a minute the controller did not watch)."""
+RECORDINGS_MISSED: Final = "RecordingsMissed"
+"""Per minute: requests jicofo found no recorder for (spec.demand.jicofo)."""
+HISTORY_METRICS: Final = (RECORDINGS_STARTED, RECORDINGS_MISSED)
+"""Counts the controller publishes once a minute as the pool's demand history; their Sum over
+a period is the count in it."""
+
 ALARM_PREFIX: Final = "jibri-autoscaler/"
 """Every managed alarm is named `jibri-autoscaler/<pool>/<name>`."""
 TAG_POOL: Final = "jibri-autoscaler:pool"
