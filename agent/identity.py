@@ -29,8 +29,8 @@ class IdentityError(Exception):
     """Neither an override nor the instance metadata service gave this agent its identity."""
 
 
-class _Transient(Exception):
-    pass
+class TransientImdsError(Exception):
+    """The metadata service did not answer, or answered 5xx/429: worth retrying."""
 
 
 @dataclass(frozen=True)
@@ -40,36 +40,43 @@ class Identity:
     """None when nothing needs it (no AWS calls) and no override gave it."""
 
 
-class _Imds:
+class ImdsClient:
+    """IMDSv2: one session token (PUT), then GETs that carry it."""
+
     def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout: float) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._token: str | None = None
 
-    async def _call(self, method: str, path: str, headers: dict[str, str]) -> str:
+    async def _call(self, method: str, path: str, headers: dict[str, str]) -> bytes:
         url = self._base + path
         try:
             async with self._session.request(
                 method, url, headers=headers, timeout=self._timeout
             ) as response:
-                text = await response.text()
+                body = await response.read()
                 if response.status >= 500 or response.status == 429:
-                    raise _Transient(f"{method} {url}: HTTP {response.status}")
+                    raise TransientImdsError(f"{method} {url}: HTTP {response.status}")
                 if response.status != 200:
                     raise IdentityError(
                         f"the instance metadata service answered {method} {url} with HTTP "
                         f"{response.status}; {_HINT}"
                     )
-                return text.strip()
+                return body
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Transient(f"{method} {url}: {exc!r}") from exc
+            raise TransientImdsError(f"{method} {url}: {exc!r}") from exc
 
     async def get(self, path: str) -> str:
+        return (await self.get_bytes(path)).decode(errors="replace").strip()
+
+    async def get_bytes(self, path: str) -> bytes:
+        """The exact bytes served (the identity document's signature covers them as served)."""
         if self._token is None:
-            self._token = await self._call(
+            token = await self._call(
                 "PUT", _TOKEN_PATH, {"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_SECONDS)}
             )
+            self._token = token.decode(errors="replace").strip()
         return await self._call("GET", path, {"X-aws-ec2-metadata-token": self._token})
 
 
@@ -88,10 +95,10 @@ async def resolve_identity(
         raise IdentityError(f"instance id {instance_id!r} is not an EC2 instance id (i-…)")
     if instance_id is not None and (region is not None or not need_region):
         return Identity(instance_id, region)
-    imds = _Imds(session, imds_url, request_timeout)
+    imds = ImdsClient(session, imds_url, request_timeout)
     try:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(_Transient),
+            retry=retry_if_exception_type(TransientImdsError),
             stop=stop_after_attempt(attempts),
             wait=wait_random_exponential(multiplier=0.2, max=2.0),
             reraise=True,
@@ -99,7 +106,7 @@ async def resolve_identity(
             with attempt:
                 found_id = instance_id or await imds.get(_INSTANCE_ID_PATH)
                 found_region = region or (await imds.get(_REGION_PATH) if need_region else None)
-    except _Transient as exc:
+    except TransientImdsError as exc:
         raise IdentityError(
             f"the instance metadata service did not answer ({exc}); {_HINT}"
         ) from exc

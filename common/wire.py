@@ -54,3 +54,28 @@ class ReportAnswer(_Strict):
     """The controller's answer; `drain` asks the agent to start the drain handshake (§6)."""
 
     drain: bool
+
+
+REGISTER_PATH: Final = "/v1/register"
+MAX_REGISTER_BYTES: Final = 8 * 1024
+
+
+class RegisterRequest(_Strict):
+    """An agent asks for its credential with the instance identity document IMDS gave it."""
+
+    instanceId: InstanceId
+    bootId: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    document: Annotated[str, StringConstraints(min_length=1, max_length=6 * 1024)]
+    """Base64 of the document's exact bytes: the signature covers bytes, not parsed JSON."""
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=2 * 1024)]
+    """As IMDS serves /latest/dynamic/instance-identity/signature (base64, RSA-SHA256)."""
+
+
+class RegisterAnswer(_Strict):
+    """The credential to send as `Authorization: Bearer …` with every report of this boot."""
+
+    credential: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    expiresIn: Annotated[int, Field(gt=0)]
+    """Seconds: relative, so the agent's clock need not agree with the controller's."""
+    renewIn: Annotated[int, Field(gt=0)]
+    """Seconds after which the agent registers again, well before the expiry."""

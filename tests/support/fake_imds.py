@@ -139,10 +139,22 @@ class FakeImds:
         """Served instead of the real signature when set (a forgery, for tests)."""
         self.token_status = 200
         """403: IMDS disabled on the instance."""
-        self.token_hangs = False
-        """True: the token answer never arrives (hop limit 1 seen from a container)."""
+        self._answered = asyncio.Event()
+        self._answered.set()
         self.calls: list[str] = []
         self._token = "fake-imds-token"
+
+    @property
+    def token_hangs(self) -> bool:
+        """True: the token answer does not arrive (hop limit 1 seen from a container)."""
+        return not self._answered.is_set()
+
+    @token_hangs.setter
+    def token_hangs(self, hangs: bool) -> None:
+        if hangs:
+            self._answered.clear()
+        else:
+            self._answered.set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -158,8 +170,8 @@ class FakeImds:
 
     async def _token_route(self, request: web.Request) -> web.Response:
         self.calls.append(request.path)
-        if self.token_hangs:
-            await asyncio.Event().wait()
+        # Held until `token_hangs` is cleared, so the server can still shut down promptly.
+        await self._answered.wait()
         if self.token_status != 200:
             return web.Response(status=self.token_status)
         if not request.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "").isdigit():
