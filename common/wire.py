@@ -6,9 +6,11 @@ import re
 from enum import StrEnum
 from typing import Annotated, Final
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 MAX_REPORT_BYTES: Final = 16 * 1024
+MAX_NESTING: Final = 8
+"""Arrays and objects inside one another that a report may open (it uses two)."""
 REPORTS_PATH: Final = "/v1/reports"
 TOKEN_ENV: Final = "JIBRI_AUTOSCALER_TOKEN"
 INSTANCE_ID_RE: Final = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
@@ -30,12 +32,14 @@ class HealthStatus(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: "5" is not a seq and "yes" is not a boolean; a sloppy client learns at once.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class JibriStatus(_Strict):
-    busyStatus: BusyStatus
-    healthStatus: HealthStatus
+    # Lax only so Python callers may pass the plain string; JSON accepts exactly the values.
+    busyStatus: Annotated[BusyStatus, Strict(False)]
+    healthStatus: Annotated[HealthStatus, Strict(False)]
 
 
 class Report(_Strict):
@@ -79,3 +83,22 @@ class RegisterAnswer(_Strict):
     """Seconds: relative, so the agent's clock need not agree with the controller's."""
     renewIn: Annotated[int, Field(gt=0)]
     """Seconds after which the agent registers again, well before the expiry."""
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nesting_exceeds(document: bytes, limit: int = MAX_NESTING) -> bool:
+    """Whether the JSON text opens more than `limit` arrays or objects inside one another.
+
+    Checked before parsing, so a deeply nested body is refused without recursing into it.
+    A body with few brackets cannot nest deeply, which keeps the common case to two counts."""
+    if document.count(b"[") + document.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", document).translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in b"[{" else -1
+        if depth > limit:
+            return True
+    return False

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import resource
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +17,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from common.logs import event
-from common.wire import MAX_REPORT_BYTES, REPORTS_PATH, Report
+from common.wire import MAX_NESTING, MAX_REPORT_BYTES, REPORTS_PATH, Report, nesting_exceeds
+from controller.http.connections import (
+    LINGER_SECONDS,
+    ConnectionGuard,
+    GuardedSite,
+    HttpLimits,
+    connection_cap,
+)
 from controller.http.status import health, status
-from controller.loop import Controller
+from controller.pools import Controller
 from controller.prometheus import Metrics
-from controller.store import Outcome
 
 log = logging.getLogger("controller.http.server")
 
@@ -30,6 +39,8 @@ class ServerContext:
     token: str
     clock: Callable[[], float]
     dry_run: bool = False
+    body_timeout: float = 10.0
+    """Seconds a client has to send a report's body once its headers are in."""
 
 
 CONTEXT = web.AppKey("context", ServerContext)
@@ -41,8 +52,10 @@ def _reject(metrics: Metrics, outcome: str, status: int, error: str, **extra: An
 
 
 def _authorized(header: str | None, token: str) -> bool:
+    """Whether `header` carries the shared bearer token (compared in constant time)."""
     scheme, _, presented = (header or "").partition(" ")
-    if scheme.lower() != "bearer":
+    # A bearer token is ASCII (RFC 6750); other bytes arrive as surrogates and cannot match.
+    if scheme.lower() != "bearer" or not presented.isascii():
         return False
     return hmac.compare_digest(presented.strip().encode(), token.encode())
 
@@ -67,49 +80,58 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return None
 
 
-async def post_report(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    received_at = ctx.clock()
+async def _parse_report(request: web.Request, ctx: ServerContext) -> Report | web.Response:
+    """The authenticated, well-formed report, or the 4xx answer that says what is wrong."""
     metrics = ctx.metrics
     if not _authorized(request.headers.get("Authorization"), ctx.token):
         return _reject(metrics, "unauthorized", 401, "missing or wrong bearer token")
+    if request.content_type != "application/json":
+        return _reject(
+            metrics,
+            "invalid",
+            415,
+            "a report is sent as application/json",
+            reason=f"Content-Type is {request.content_type}",
+        )
+    too_large = f"a report is at most {MAX_REPORT_BYTES} bytes"
     if request.content_length is not None and request.content_length > MAX_REPORT_BYTES:
-        return _reject(metrics, "too-large", 413, f"a report is at most {MAX_REPORT_BYTES} bytes")
-    body = await _read_body(request, MAX_REPORT_BYTES)
+        return _reject(metrics, "too-large", 413, too_large)
+    try:
+        async with asyncio.timeout(ctx.body_timeout):
+            body = await _read_body(request, MAX_REPORT_BYTES)
+    except TimeoutError:
+        answer = _reject(
+            metrics, "too-slow", 408, f"body not received within {ctx.body_timeout:g} s"
+        )
+        answer.force_close()
+        return answer
     if body is None:
-        return _reject(metrics, "too-large", 413, f"a report is at most {MAX_REPORT_BYTES} bytes")
+        return _reject(metrics, "too-large", 413, too_large)
+    if nesting_exceeds(body):
+        return _reject(metrics, "invalid", 400, f"body nests deeper than {MAX_NESTING} levels")
     try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return _reject(metrics, "invalid", 400, "body is not valid JSON", reason=str(exc))
-    try:
-        report = Report.model_validate(document)
+        return Report.model_validate_json(body)
     except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            return _reject(metrics, "invalid", 400, "body is not valid JSON", reason=first["msg"])
         return _reject(
             metrics, "invalid", 400, "report does not match the schema", **_schema_error(exc)
         )
 
-    controller = ctx.controller
-    runner = controller.owner(report.instanceId)
-    accepted = controller.store.accept(report, received_at, managed=runner is not None)
-    if runner is None:
-        outcome = "unmanaged" if accepted.outcome is Outcome.ACCEPTED else accepted.outcome.value
-        metrics.agent_reports_total.labels(outcome).inc()
-        if accepted.changed:
-            # Likely a new instance of some pool: a pass adopts it (and protects it if it is
-            # already busy) now rather than at the next resync. Repeats of an unchanged held
-            # report do not trigger, so stray agents cannot keep the pools busy.
-            for candidate in controller.pools.values():
-                candidate.trigger(received_at)
-        return web.json_response({"drain": False}, status=202)
-    metrics.agent_reports_total.labels(accepted.outcome.value).inc()
-    if accepted.changed:
-        runner.trigger(received_at)
-    held = controller.store.get(report.instanceId)
-    drain = report.instanceId in runner.memory.drain_requested or (
-        held is not None and held.draining
-    )
-    return web.json_response({"drain": drain})
+
+async def post_report(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    received_at = ctx.clock()
+    metrics = ctx.metrics
+    parsed = await _parse_report(request, ctx)
+    if isinstance(parsed, web.Response):
+        return parsed
+    report = parsed
+
+    receipt = ctx.controller.accept_report(report, received_at)
+    metrics.agent_reports_total.labels(receipt.outcome).inc()
+    return web.json_response(receipt.answer.model_dump(), status=200 if receipt.managed else 202)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -141,20 +163,56 @@ def make_app(context: ServerContext) -> web.Application:
 
 
 class Server:
-    """The app on an AppRunner/TCPSite, started and stopped by the `run` command."""
+    """The app on a guarded TCP site (see controller/http/connections.py), started and stopped
+    by the `run` command."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self._runner = web.AppRunner(app, access_log=None)
-        self._host, self._port = host, port
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        limits: HttpLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        limits = limits or HttpLimits()
+        cap = connection_cap(limits.max_connections, _fd_soft_limit())
+        self.guard = ConnectionGuard(cap, clock)
+        app.middlewares.append(self.guard.middleware)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            keepalive_timeout=limits.idle_timeout,
+            lingering_time=LINGER_SECONDS,
+            # Bounds each of aiohttp's two shutdown waits: for handlers to finish, then for
+            # the cancelled ones to unwind.
+            shutdown_timeout=limits.shutdown_grace,
+        )
+        self._host, self._port, self._limits = host, port, limits
+
+    @property
+    def addresses(self) -> list[str]:
+        return [_address(a) for a in self._runner.addresses]
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        event(log, "listening", addresses=[_address(a) for a in self._runner.addresses])
+        await GuardedSite(self._runner, self._host, self._port, self.guard).start()
+        event(
+            log,
+            "listening",
+            addresses=self.addresses,
+            max_connections=self.guard.limit,
+            idle_timeout=self._limits.idle_timeout,
+            body_timeout=self._limits.body_timeout,
+        )
 
     async def close(self) -> None:
+        """Stop accepting, let requests under way finish within the grace, then close."""
         await self._runner.cleanup()
+
+
+def _fd_soft_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _address(address: object) -> str:

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 
 from common.wire import MAX_REPORT_BYTES
 from controller.actuator import Actuator
 from controller.aws import AUTOSCALING_OPERATIONS, AioAutoScaling, AutoScaling
 from controller.http.server import ServerContext, make_app
-from controller.loop import Controller, PoolRunner
+from controller.loop import PoolRunner
+from controller.pools import Controller
 from controller.prometheus import Metrics
 from controller.spec import parse_desired_state
 from controller.store import ReportStore
 from tests.support.fake_autoscaling import FakeAutoScaling, ManualClock
 
 TOKEN = "s3cret-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 UNKNOWN_ID = "i-0fffffffffffffff0"
 
 POOL = """\
@@ -83,7 +85,7 @@ async def h() -> AsyncIterator[Harness]:
         metrics=metrics,
         autoscaling=autoscaling,
         actuator=Actuator(metrics=metrics, clock=clock, dry_run=False),
-        clock=clock,
+        clock=clock.as_clock(),
     )
     # One pass without a running task, so the ASG's instances are known to the pool.
     runner = PoolRunner(controller.state.pools[0], controller, started_at=clock())
@@ -163,6 +165,10 @@ async def test_body_at_the_limit_is_read_whole(h: Harness) -> None:
         pytest.param({**body(UNKNOWN_ID), "instanceId": "vm-1"}, "instanceId", id="bad-id"),
         pytest.param({**body(UNKNOWN_ID), "colour": "red"}, "colour", id="unknown-field"),
         pytest.param([1, 2], "(body)", id="not-an-object"),
+        pytest.param({**body(UNKNOWN_ID), "seq": "5"}, "seq", id="seq-as-string"),
+        pytest.param({**body(UNKNOWN_ID), "seq": 5.0}, "seq", id="seq-as-float"),
+        pytest.param({**body(UNKNOWN_ID), "draining": "yes"}, "draining", id="bool-as-string"),
+        pytest.param({**body(UNKNOWN_ID), "drained": 1}, "drained", id="bool-as-number"),
     ],
 )
 async def test_invalid_report_is_400_naming_the_field(
@@ -176,6 +182,88 @@ async def test_invalid_report_is_400_naming_the_field(
     if field is not None:
         assert answer["field"] == field
     assert h.count("agent_reports_total", outcome="invalid") == 1
+
+
+def _nested_jibri(depth: int) -> bytes:
+    text = json.dumps(body(UNKNOWN_ID, jibri="@"))
+    return text.replace('"@"', "[" * depth + "]" * depth).encode()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"[" * 8000 + b"]" * 8000, id="8000-arrays"),
+        pytest.param(b'{"a":' * 2000 + b"1" + b"}" * 2000, id="2000-objects"),
+        pytest.param(_nested_jibri(5000), id="jibri-field-5000-deep"),
+        pytest.param(b"[" * 9000, id="8000-unclosed"),
+    ],
+)
+async def test_deeply_nested_body_is_400_not_500(h: Harness, payload: bytes) -> None:
+    """JSON nested thousands deep within 16 KiB is refused with 400 and a reason."""
+    assert len(payload) <= MAX_REPORT_BYTES
+    response = await post(h, payload)
+    assert response.status == 400
+    assert "nests deeper than" in (await response.json())["error"]
+    assert h.count("agent_reports_total", outcome="invalid") == 1
+
+
+async def test_brackets_inside_strings_do_not_count_as_nesting(h: Harness) -> None:
+    """A string full of brackets (and escaped quotes) is data, not nesting: the report is
+    judged by the schema alone."""
+    response = await post(h, body(h.ids[0], bootId='[{"\\[' * 10))
+    assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        pytest.param("text/plain", id="text"),
+        pytest.param("application/x-www-form-urlencoded", id="form"),
+        pytest.param("application/octet-stream", id="octet-stream"),
+    ],
+)
+async def test_report_that_is_not_declared_json_is_415(h: Harness, content_type: str) -> None:
+    """A report must be sent as application/json; anything else gets 415 naming the type."""
+    headers = {**AUTH, "Content-Type": content_type}
+    response = await post(h, body(h.ids[0]), headers)
+    assert response.status == 415
+    assert content_type in (await response.json())["reason"]
+    assert h.controller.store.get(h.ids[0]) is None
+
+
+async def test_json_with_a_charset_is_accepted(h: Harness) -> None:
+    """application/json with a charset parameter is still JSON."""
+    headers = {**AUTH, "Content-Type": "application/json; charset=utf-8"}
+    response = await post(h, body(h.ids[0]), headers)
+    assert response.status == 200
+
+
+async def raw_exchange(server: BaseTestServer, request: bytes) -> tuple[int, bytes]:
+    """Send bytes no HTTP client library would, and read the answer to the end."""
+    assert server.host is not None and server.port is not None
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(request)
+        answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, content = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), content
+
+
+async def test_non_ascii_authorization_is_401(h: Harness) -> None:
+    """An Authorization header with a 0xff byte is refused with 401 and a JSON reason."""
+    report = json.dumps(body(h.ids[0])).encode()
+    request = (
+        b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Authorization: Bearer \xff" + TOKEN.encode() + b"\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: " + str(len(report)).encode() + b"\r\n\r\n" + report
+    )
+    status, content = await raw_exchange(h.client.server, request)
+    assert status == 401
+    assert json.loads(content)["error"] == "missing or wrong bearer token"
+    assert h.count("agent_reports_total", outcome="unauthorized") == 1
 
 
 async def test_unknown_instance_is_held_with_202(h: Harness) -> None:
@@ -230,7 +318,7 @@ async def test_triggered_pass_measures_decision_latency(h: Harness) -> None:
 
 async def test_drain_answer_follows_drain_request(h: Harness) -> None:
     """drain is true once the controller asked the instance to drain."""
-    h.runner.memory.drain_requested[h.ids[0]] = h.clock()
+    h.runner.actuation.drain_requested_now(h.ids[0], h.clock())
     response = await post(h, body(h.ids[0]))
     assert await response.json() == {"drain": True}
     other = await post(h, body(h.ids[1]))
@@ -247,7 +335,7 @@ async def test_drain_answer_keeps_agent_draining_after_controller_restart(h: Har
 async def test_out_of_order_report_is_ignored_but_answered(h: Harness) -> None:
     """An older seq changes nothing, but still gets 200 with the current drain answer."""
     await post(h, body(h.ids[0], seq=5, busy="BUSY"))
-    h.runner.memory.drain_requested[h.ids[0]] = h.clock()
+    h.runner.actuation.drain_requested_now(h.ids[0], h.clock())
     response = await post(h, body(h.ids[0], seq=4))
     assert response.status == 200 and await response.json() == {"drain": True}
     held = h.controller.store.get(h.ids[0])
