@@ -26,7 +26,7 @@ from tests.support.controller import (
     running_controller,
     wait_for,
 )
-from tests.support.loopback import free_port
+from tests.support.loopback import bound_address
 from tests.support.promql import (
     PROMETHEUS_DIR,
     RULES,
@@ -107,7 +107,6 @@ def setup(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory) -
             busy, *idle = ids
             agents = [Agent(controller, busy, busy="BUSY")] + [Agent(controller, i) for i in idle]
             with Fleet(agents, interval=1.0):
-                port = free_port()
                 rendered = render_config(home, controller.url.removeprefix("http://"), agent_target)
                 log = (home / "prometheus.log").open("wb")
                 process = subprocess.Popen(
@@ -115,13 +114,17 @@ def setup(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory) -
                         prometheus,
                         f"--config.file={rendered}",
                         f"--storage.tsdb.path={home / 'data'}",
-                        f"--web.listen-address=127.0.0.1:{port}",
-                        "--log.level=warn",
+                        "--web.listen-address=127.0.0.1:0",
+                        "--log.level=info",  # the "Listening on" line names the port
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
-                url = f"http://127.0.0.1:{port}"
+                # Prometheus binds port 0 and logs the address it took.
+                address = bound_address(
+                    process, home / "prometheus.log", r'msg="Listening on" address=(\S+)'
+                )
+                url = f"http://{address}"
 
                 def ready() -> bool:
                     if process is not None and process.poll() is not None:

@@ -30,7 +30,7 @@ from agent.upload.s3client import open_s3
 from sandbox.fake_jibri import FakeJibri
 from tests.support.aws import Emulator
 from tests.support.fake_controller import FakeController
-from tests.support.loopback import eventually, free_port, serving
+from tests.support.loopback import eventually, serving
 from tests.support.tcp_proxy import TcpProxy, running_proxy
 
 pytestmark = pytest.mark.e2e
@@ -262,15 +262,16 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
     env |= {"JIBRI_AUTOSCALER_TOKEN": controller.token, "PYTHONPATH": str(REPO)}
     try:
         async with serving(controller.app()) as controller_url:
-            metrics_port = free_port()
+            ready = tmp_path / "agent.ready.json"
             flags = {
                 "--controller": controller_url,
                 "--instance-id": "i-0123456789abcdef0",
                 "--region": "us-east-1",
                 "--jibri-health-url": jibri.health_url,
                 "--jibri-shutdown-url": jibri.shutdown_url,
-                "--webhook-listen": f"127.0.0.1:{free_port()}",
-                "--metrics-listen": f"127.0.0.1:{metrics_port}",
+                "--webhook-listen": "127.0.0.1:0",
+                "--metrics-listen": "127.0.0.1:0",
+                "--ready-file": str(ready),
                 "--state-dir": str(tmp_path / "state"),
                 "--spool-dir": str(tmp_path / "spool"),
                 "--report-interval": "1s",
@@ -290,6 +291,9 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
                 stderr=asyncio.subprocess.STDOUT,
             )
             try:
+                # The agent binds port 0 and writes where it listens to its ready file.
+                await eventually(ready.exists, within=60, what="the agent's ready file")
+                metrics_address = json.loads(ready.read_text())["metrics"][0]
                 await eventually(lambda: (entry / STATE_NAME).exists(), within=60, what="upload")
                 proxy.cut()
                 cut_reports = len(controller.reports)
@@ -310,7 +314,7 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
                 assert not entry.exists()
                 async with (
                     aiohttp.ClientSession() as http,
-                    http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+                    http.get(f"http://{metrics_address}/metrics") as response,
                 ):
                     metrics = await response.text()
                 samples = {

@@ -1,18 +1,48 @@
-"""Small loopback helpers for tests: free ports, aiohttp apps served on 127.0.0.1, polling."""
+"""Small loopback helpers for tests: aiohttp apps served on 127.0.0.1, the address a child
+process bound, ports nothing answers on, polling.
+
+No helper here picks a port for a server to bind later: another process could take it in
+between. Servers bind port 0 and say where they listen; `bound_address` reads that.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from aiohttp import web
 
 
+def bound_address(
+    process: subprocess.Popen[bytes], log_path: Path, pattern: str, *, within: float = 60.0
+) -> str:
+    """The first group of `pattern` in the log of a child that bound port 0 and logs where it
+    listens; fails if the child exits first or after `within` seconds."""
+    compiled = re.compile(pattern)
+    deadline = time.monotonic() + within
+    while True:
+        found = compiled.search(log_path.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if process.poll() is not None:
+            raise AssertionError(
+                f"{process.args!r} exited with {process.returncode}:\n"
+                + log_path.read_text(errors="replace")
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {pattern!r} in {log_path} after {within:.0f} s")
+        time.sleep(0.05)
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (nothing will answer a connect to it)."""
+    """A TCP port nothing listens on right now, for a URL that must not answer (a controller
+    or a Jibri that is down). Never hand it to a server to bind: bind port 0 instead."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
