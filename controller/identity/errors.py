@@ -6,6 +6,31 @@ reason goes into the 4xx body and the log line, so the three always agree.
 
 from __future__ import annotations
 
+from typing import Final
+
+REGISTRATION_OUTCOMES: Final = (
+    "issued",
+    "malformed",
+    "unauthorized",
+    "too-large",
+    "unknown-region",
+    "bad-signature",
+    "instance-mismatch",
+    "account-not-allowed",
+    "clock-skew",
+    "not-managed",
+)
+REPORT_AUTH_OUTCOMES: Final = (
+    "ok",
+    "missing",
+    "malformed",
+    "bad-signature",
+    "expired",
+    "wrong-instance",
+    "wrong-boot",
+)
+"""Outcomes of POST /v1/register, and of checking a report's credential."""
+
 
 class Refused(Exception):
     """A request that identity checks turned down; nothing else changes."""

@@ -28,27 +28,6 @@ from controller.identity.errors import Refused
 
 log = logging.getLogger("controller.identity")
 
-REGISTRATION_OUTCOMES: Final = (
-    "issued",
-    "malformed",
-    "unauthorized",
-    "too-large",
-    "unknown-region",
-    "bad-signature",
-    "instance-mismatch",
-    "account-not-allowed",
-    "clock-skew",
-    "not-managed",
-)
-REPORT_AUTH_OUTCOMES: Final = (
-    "ok",
-    "missing",
-    "malformed",
-    "bad-signature",
-    "expired",
-    "wrong-instance",
-    "wrong-boot",
-)
 NOT_MANAGED_RETRY_SECONDS: Final = 5
 
 
