@@ -18,7 +18,6 @@ from prometheus_client import (
 )
 
 from controller.identity.errors import REGISTRATION_OUTCOMES, REPORT_AUTH_OUTCOMES
-from controller.identity.errors import REGISTRATION_OUTCOMES, REPORT_AUTH_OUTCOMES
 from controller.model import InstanceState, Reason
 from controller.spec import JibriPool
 
@@ -145,22 +144,6 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.registrations_total = Counter(
-            f"{PREFIX}_registrations",
-            "Agent registrations (POST /v1/register) by outcome: issued or why refused.",
-            ["outcome"],
-            registry=r,
-        )
-        self.report_auth_total = Counter(
-            f"{PREFIX}_report_auth",
-            "Credential checks of agent reports by outcome: ok or why refused.",
-            ["outcome"],
-            registry=r,
-        )
-        for outcome in REGISTRATION_OUTCOMES:
-            self.registrations_total.labels(outcome)
-        for outcome in REPORT_AUTH_OUTCOMES:
-            self.report_auth_total.labels(outcome)
         self.registrations_total = Counter(
             f"{PREFIX}_registrations",
             "Agent registrations (POST /v1/register) by outcome: issued or why refused.",
