@@ -1,9 +1,12 @@
-"""Carry out a Plan: one AWS call (or memory update) per action, in the plan's order.
+"""Carry out a Plan: one AWS call (or actuation record) per action, in the plan's order.
 
 Thin by design: every decision is the planner's. The actuator only adds one safety rule of
 its own: once an action of the pass has failed, it skips any lowering of desired capacity,
 because the ASG would choose the instances to remove while the pass's protection or
 terminations may not have taken effect.
+
+What the next pass must know of its effects (scale-outs, drain requests, lifecycle calls) goes
+into the pool's `ActuationStatus`, the typed feedback that observe reads.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.logs import event
+from controller.actuation import ActuationStatus
 from controller.aws import AutoScaling, AwsError
 from controller.model import (
     Action,
     CompleteLifecycle,
-    Drain,
+    DrainInstance,
     LifecycleHeartbeat,
     Plan,
     SetBounds,
@@ -26,7 +30,6 @@ from controller.model import (
     SetProtection,
     Terminate,
 )
-from controller.observe import PoolMemory
 from controller.prometheus import Metrics
 
 log = logging.getLogger("controller.actuator")
@@ -59,7 +62,7 @@ def describe_action(action: Action) -> dict[str, Any]:
             fields.update(capacity=capacity, previous=previous)
         case SetProtection(instance_ids=ids):
             fields.update(instance_ids=list(ids))
-        case Drain(instance_id=iid) | Terminate(instance_id=iid):
+        case DrainInstance(instance_id=iid) | Terminate(instance_id=iid):
             fields.update(instance_ids=[iid])
         case LifecycleHeartbeat(instance_id=iid, hook_name=hook):
             fields.update(instance_ids=[iid], hook=hook)
@@ -81,7 +84,7 @@ class Actuator:
         plan: Plan,
         *,
         autoscaling: AutoScaling,
-        memory: PoolMemory,
+        actuation: ActuationStatus,
         now: float,
         triggered_at: float | None,
     ) -> None:
@@ -110,14 +113,14 @@ class Actuator:
                 self._count(pool, action)
                 event(log, "action", pool=pool, outcome="planned", dry_run=True, **fields)
                 continue
-            if triggered_at is not None and not isinstance(action, Drain):
+            if triggered_at is not None and not isinstance(action, DrainInstance):
                 since_report = max(0.0, self._clock() - triggered_at)
                 fields["since_report_seconds"] = round(since_report, 6)
                 if latency_pending:
                     self._metrics.decision_latency_seconds.labels(pool).observe(since_report)
                     latency_pending = False
             try:
-                await self._apply(action, group, autoscaling, memory, now)
+                await self._apply(action, group, autoscaling, actuation, now)
             except AwsError as exc:
                 failures.append(ActionFailure(action, exc))
                 event(
@@ -142,7 +145,11 @@ class Actuator:
 
     @staticmethod
     async def _apply(
-        action: Action, group: str, autoscaling: AutoScaling, memory: PoolMemory, now: float
+        action: Action,
+        group: str,
+        autoscaling: AutoScaling,
+        actuation: ActuationStatus,
+        now: float,
     ) -> None:
         match action:
             case SetBounds():
@@ -154,18 +161,18 @@ class Actuator:
             case SetDesiredCapacity():
                 await autoscaling.set_desired_capacity(group, action.capacity)
                 if action.capacity > action.previous:
-                    memory.last_scale_out_at = now
-            case Drain():
-                memory.drain_requested.setdefault(action.instance_id, now)
+                    actuation.scaled_out(now)
+            case DrainInstance():
+                actuation.drain_requested_now(action.instance_id, now)
             case Terminate():
                 await autoscaling.terminate_instance(action.instance_id, decrement=action.decrement)
             case LifecycleHeartbeat():
                 await autoscaling.record_lifecycle_heartbeat(
                     group, action.hook_name, action.instance_id, action.token
                 )
-                memory.heartbeat_sent(action.instance_id, now)
+                actuation.heartbeat_sent(action.instance_id, action.hook_name, now)
             case CompleteLifecycle():
                 await autoscaling.complete_lifecycle_action(
                     group, action.hook_name, action.instance_id, action.token, action.result
                 )
-                memory.lifecycle_completed(action.instance_id, action.hook_name)
+                actuation.lifecycle_completed(action.instance_id, action.hook_name)

@@ -32,6 +32,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from controller.model import PROTECTION_BATCH as PROTECTION_BATCH
 from controller.model import AsgInstance, AsgView
 from controller.prometheus import Metrics
 
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_cloudwatch import CloudWatchClient
 
 T = TypeVar("T")
-
-PROTECTION_BATCH: Final = 50
-"""AWS accepts at most 50 instance ids per SetInstanceProtection call."""
 
 AUTOSCALING_OPERATIONS: Final = (
     "DescribeAutoScalingGroups",

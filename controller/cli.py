@@ -15,22 +15,26 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
 from common import logs
+from common.aiokits.clock import MonotonicClock
+from common.aiokits.tasks import guarded_task
 from common.logs import event
 from common.wire import TOKEN_ENV
 from controller.actuator import Actuator
 from controller.aws import AwsClients, AwsSettings
 from controller.cloudwatch.api import CloudWatchClients
 from controller.cloudwatch.step import Apis, CloudWatchSync
+from controller.http.connections import HttpLimits
 from controller.http.server import Server, ServerContext, make_app
 from controller.http.status import render
-from controller.loop import AutoScalingFactory, Controller, ExtraStep, Planner, guarded_task
+from controller.loop import AutoScalingFactory, ExtraStep, Planner
 from controller.planner import plan as default_planner
+from controller.pools import Controller
 from controller.prometheus import Metrics
 from controller.reload import ConfigWatcher, load
 from controller.spec import ConfigError, DesiredState, load_desired_state
@@ -54,6 +58,7 @@ class RunOptions:
     token: str
     dry_run: bool
     aws: AwsSettings
+    http: HttpLimits = field(default_factory=HttpLimits)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -67,6 +72,16 @@ def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1: {value!r}")
     return int(value)
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0: {value!r}")
+    return seconds
 
 
 def read_token(token_file: Path | None, environ: Mapping[str, str]) -> str:
@@ -116,7 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="attempts per AWS call in botocore's standard retry mode (default %(default)s)",
     )
+    _add_http_limits(run)
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument(
+        "--log-format",
+        default="json",
+        choices=logs.LOG_FORMATS,
+        help="one JSON event per line, or text for a terminal (default %(default)s)",
+    )
 
     validate = commands.add_parser("validate", help="check a desired-state file")
     validate.add_argument("path", type=Path)
@@ -125,6 +147,40 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--url", default=DEFAULT_URL, help=f"controller URL (default {DEFAULT_URL})")
     show.add_argument("--json", action="store_true", help="print the raw JSON instead")
     return parser
+
+
+def _add_http_limits(run: argparse.ArgumentParser) -> None:
+    defaults = HttpLimits()
+    run.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=defaults.max_connections,
+        metavar="N",
+        help="open HTTP connections at most (lowered to fit the file-descriptor limit); at "
+        "the cap a new connection replaces the longest idle one (default %(default)s)",
+    )
+    run.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=defaults.idle_timeout,
+        metavar="SECONDS",
+        help="close a connection that sends no complete request head for this long, after "
+        "opening or after its last answer (default %(default)g)",
+    )
+    run.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=defaults.body_timeout,
+        metavar="SECONDS",
+        help="answer 408 to a report whose body takes longer (default %(default)g)",
+    )
+    run.add_argument(
+        "--shutdown-grace",
+        type=_seconds,
+        default=defaults.shutdown_grace,
+        metavar="SECONDS",
+        help="on SIGTERM, how long requests under way may finish (default %(default)g)",
+    )
 
 
 GIL_SWITCH_INTERVAL = 0.0002
@@ -181,9 +237,10 @@ async def serve(
         metrics=metrics,
         autoscaling=autoscaling,
         actuator=Actuator(metrics=metrics, clock=clock, dry_run=options.dry_run),
-        clock=clock,
+        clock=MonotonicClock(),
         planner=planner,
         extra_steps=[cloud_watch, *extra_steps],
+        status_sources=[cloud_watch],
     )
 
     async def apply(new: DesiredState) -> None:
@@ -196,13 +253,14 @@ async def serve(
             controller=controller,
             metrics=metrics,
             token=options.token,
-            clock=controller.clock,
+            clock=controller.clock.now,
             dry_run=options.dry_run,
+            body_timeout=options.http.body_timeout,
         )
     )
     if configure_app is not None:
         configure_app(app)
-    server = Server(app, options.host, options.port)
+    server = Server(app, options.host, options.port, options.http)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -230,6 +288,9 @@ async def serve(
         event(log, "stopping")
     finally:
         stopping = True
+        # First stop accepting and let requests under way finish within the grace, so no
+        # client can hold the stop up; then the passes get theirs.
+        await server.close()
         if reload_task is not None:
             reload_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -240,14 +301,13 @@ async def serve(
             await cloud_watch_clients.close()
         if clients is not None:
             await clients.close()
-        await server.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     event(log, "stopped")
 
 
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    logs.configure(getattr(logging, args.log_level))
+    logs.configure(getattr(logging, args.log_level), args.log_format)
     host, port = args.listen
     token = read_token(args.token_file, environ)
     state, loaded = load(args.config)
@@ -258,6 +318,12 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         token=token,
         dry_run=args.dry_run,
         aws=AwsSettings(max_attempts=args.aws_max_attempts),
+        http=HttpLimits(
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
+            body_timeout=args.body_timeout,
+            shutdown_grace=args.shutdown_grace,
+        ),
     )
     asyncio.run(serve(options, state, loaded))
     return 0

@@ -9,37 +9,43 @@ failed pass waits a capped, jittered exponential delay, a successful one resets 
 failing pool never holds up the others.
 
 The event loop also serves the agents' reports, so a pass keeps off it whatever grows with the
-pool: `observe` folds the ASG view into the pool's memory and the report store on the loop
-(the server mutates both) and hands back an immutable snapshot, and the planner runs on that
-snapshot in a worker thread.
+pool: `observe` folds the ASG view into the pool's memory on the loop (the server writes the
+report store it reads) and hands back an immutable snapshot, and the planner runs on that
+snapshot in a worker thread. Every wait is a sleep on the injected `Clock`, so tests drive the
+loop with a manual clock. At the end of each pass the runner publishes a frozen `PoolSnapshot`,
+which is all /status and /healthz read of a pool.
 
 Extra steps: `Controller(extra_steps=[...])` takes async callables `step(pool, observed,
 plan)` that run after every pass's actions (also when an action failed, and in dry-run mode,
 so a step must honour dry-run itself). They are for per-pool side work such as publishing
 CloudWatch metrics. A step's failure is logged, counted in reconcile_errors_total and shown in
-/status, but does not fail the pass: scaling must not wait on side work.
+/status, but does not fail the pass: scaling must not wait on side work. A step with something
+to show in /status is also given as a `StatusSource`.
+
+The all-pools `Controller` (hot reload, report intake) is in controller/pools.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
 
+from common.aiokits.tasks import guarded_task
 from common.logs import event
-from controller.actuator import ActuationError, Actuator
-from controller.aws import AutoScaling, AwsError
-from controller.model import InstanceState, Observed, Plan
+from controller.actuation import ActuationStatus
+from controller.actuator import ActuationError
+from controller.aws import AutoScaling, AwsError, TerminationHook
+from controller.model import AsgView, InstanceState, Observed, Plan
 from controller.observe import PoolMemory, observe, read_group
-from controller.planner import plan as default_planner
-from controller.prometheus import Metrics
-from controller.spec import DesiredState, JibriPool, PoolSpec
+from controller.spec import JibriPool, PoolSpec
 from controller.store import ReportStore
+
+if TYPE_CHECKING:
+    from controller.pools import Controller
 
 log = logging.getLogger("controller.loop")
 
@@ -55,23 +61,39 @@ changed: reports arriving meanwhile fold into one pass. It bounds a large, busy 
 while keeping report-to-decision latency well under a second."""
 
 
-def guarded_task(
-    coro: Coroutine[Any, Any, None], *, name: str, may_end: Callable[[], bool]
-) -> asyncio.Task[None]:
-    """Start a named task meant to run until cancelled, and log if it stops on its own."""
+class StatusSource(Protocol):
+    """A part of the controller (an extra step) with per-pool state to show in /status."""
 
-    def _done(task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        if (exc := task.exception()) is not None:
-            event(log, "task has failed", level=logging.ERROR, task=name, error=repr(exc))
-            log.error("task %s traceback", name, exc_info=exc)
-        elif not may_end():
-            event(log, "task finished unexpectedly", level=logging.ERROR, task=name)
+    @property
+    def status_key(self) -> str:
+        """The key of its block in each pool's /status document."""
+        ...
 
-    task = asyncio.create_task(coro, name=name)
-    task.add_done_callback(_done)
-    return task
+    def pool_status(self, name: str) -> dict[str, Any] | None: ...
+
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """One pool as its last pass left it: what /status and /healthz show. Immutable; the
+    runner replaces it at the end of every pass (and when the pool's spec changes)."""
+
+    pool: JibriPool
+    added_at: float
+    observed: Observed | None = None
+    plan: Plan | None = None
+    drain_requested: frozenset[str] = frozenset()
+    last_success_at: float | None = None
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    failures: int = 0
+    step_errors: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def name(self) -> str:
+        return self.pool.name
 
 
 @dataclass(frozen=True)
@@ -86,6 +108,9 @@ class Backoff:
         return ceiling * (0.5 + 0.5 * draw)
 
 
+DEFAULT_BACKOFF = Backoff()
+
+
 def error_kind(exc: BaseException) -> str:
     if isinstance(exc, AwsError | ActuationError):
         return exc.kind
@@ -97,29 +122,48 @@ def error_text(exc: BaseException) -> str:
 
 
 class PoolRunner:
-    """One pool's loop and what /status and /healthz need to know about it."""
+    """One pool's loop, its memory and what the actuator recorded, and its latest snapshot."""
 
     def __init__(self, pool: JibriPool, controller: Controller, *, started_at: float) -> None:
-        self.pool = pool
         self.memory = PoolMemory(started_at=started_at)
-        self.added_at = started_at
-        self.last_success_at: float | None = None
-        self.last_error: str | None = None
-        self.last_error_kind: str | None = None
+        self.actuation = ActuationStatus()
+        self.snapshot = PoolSnapshot(pool, added_at=started_at)
         self.failures = 0
         self.step_errors: dict[str, str] = {}
-        self.observed: Observed | None = None
-        self.plan: Plan | None = None
+        self._pool = pool
         self._controller = controller
         self._triggered_at: float | None = None
+        self._observed: Observed | None = None
+        self._plan: Plan | None = None
         self._wake = asyncio.Event()
         self._kick = asyncio.Event()
         self._stopping = False
         self.task: asyncio.Task[None] | None = None
 
     @property
+    def pool(self) -> JibriPool:
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: JibriPool) -> None:
+        self._pool = pool
+        self.snapshot = replace(self.snapshot, pool=pool)
+
+    @property
     def name(self) -> str:
-        return self.pool.name
+        return self._pool.name
+
+    @property
+    def last_success_at(self) -> float | None:
+        return self.snapshot.last_success_at
+
+    @property
+    def last_error(self) -> str | None:
+        return self.snapshot.last_error
+
+    @property
+    def last_error_kind(self) -> str | None:
+        return self.snapshot.last_error_kind
 
     @property
     def triggered_at(self) -> float | None:
@@ -148,13 +192,15 @@ class PoolRunner:
         self.kick()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self._controller.clock
         while not self._stopping:
             delay = await self.step()
-            gap_ends = loop.time() + self._controller.min_pass_gap
+            gap_ends = clock.now() + self._controller.min_pass_gap
             # Reports must not cut a backoff short; a spec change may.
-            await self._sleep(delay, self._wake if self.failures == 0 else self._kick)
-            await self._sleep(gap_ends - loop.time(), self._kick)
+            if not self._stopping:
+                await clock.sleep(delay, self._wake if self.failures == 0 else self._kick)
+            if not self._stopping:
+                await clock.sleep(gap_ends - clock.now(), self._kick)
 
     async def step(self) -> float:
         """One pass with its bookkeeping; return the seconds to wait before the next one."""
@@ -164,15 +210,11 @@ class PoolRunner:
             raise
         except Exception as exc:
             self._failed(exc)
-            return self._controller.backoff_delay(self.failures)
-        self._succeeded()
+            delay = self._controller.backoff_delay(self.failures)
+        else:
+            self._succeeded()
+        self._publish()
         return delay
-
-    async def _sleep(self, delay: float, interrupt: asyncio.Event) -> None:
-        if self._stopping or delay <= 0 or interrupt.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(interrupt.wait(), timeout=delay)
 
     async def reconcile_once(self) -> float:
         """Observe, plan and act once; return the seconds until the next pass, or raise."""
@@ -180,23 +222,24 @@ class PoolRunner:
         triggered_at, self._triggered_at = self._triggered_at, None
         self._wake.clear()
         self._kick.clear()
-        spec = self.pool.spec
-        started = c.clock()
+        spec = self._pool.spec
+        started = c.clock.now()
         autoscaling = await c.autoscaling(spec.region)
         view, hooks = await read_group(spec, autoscaling)
-        now = c.clock()
-        observed = observe(
+        now = c.clock.now()
+        observed = observe_pool(
             view,
             hooks,
             c.store,
             self.memory,
+            self.actuation,
             now,
             unmanaged_ttl=UNMANAGED_TTL_STALE_AFTERS * spec.instances.staleAfter,
             wall_time=c.wall_clock(),
         )
         # `observed` is a snapshot the server no longer touches: safe to plan on in a thread.
         plan, counts = await asyncio.to_thread(_decide, c.planner, spec, observed, now)
-        self.observed, self.plan = observed, plan
+        self._observed, self._plan = observed, plan
         for state, count in counts.items():
             c.metrics.pool_instances.labels(self.name, state.value).set(count)
         c.metrics.pool_desired_capacity.labels(self.name).set(plan.desired_capacity)
@@ -208,20 +251,20 @@ class PoolRunner:
                 spec.autoScalingGroupName,
                 plan,
                 autoscaling=autoscaling,
-                memory=self.memory,
+                actuation=self.actuation,
                 now=now,
                 triggered_at=triggered_at,
             )
         finally:
             await self._run_extra_steps(observed, plan)
-            c.metrics.reconcile_duration_seconds.labels(self.name).observe(c.clock() - started)
+            c.metrics.reconcile_duration_seconds.labels(self.name).observe(c.clock.now() - started)
         return min(spec.resync, plan.requeue_after)
 
     async def _run_extra_steps(self, observed: Observed, plan: Plan) -> None:
         for step in self._controller.extra_steps:
             step_name = getattr(step, "__name__", type(step).__name__)
             try:
-                await step(self.pool, observed, plan)
+                await step(self._pool, observed, plan)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -241,19 +284,34 @@ class PoolRunner:
             else:
                 self.step_errors.pop(step_name, None)
 
+    def _publish(self) -> None:
+        """Replace the snapshot with what the last pass left (a failed pass may keep the plan
+        of an earlier one)."""
+        self.snapshot = replace(
+            self.snapshot,
+            pool=self._pool,
+            observed=self._observed,
+            plan=self._plan,
+            drain_requested=frozenset(self.actuation.drain_requested),
+            failures=self.failures,
+            step_errors=MappingProxyType(dict(self.step_errors)),
+        )
+
     def _succeeded(self) -> None:
         c = self._controller
         if self.failures:
             event(log, "reconcile recovered", pool=self.name, after_failures=self.failures)
         self.failures = 0
-        self.last_error = self.last_error_kind = None
-        self.last_success_at = c.clock()
+        self.snapshot = replace(
+            self.snapshot, last_success_at=c.clock.now(), last_error=None, last_error_kind=None
+        )
         c.metrics.last_reconcile_success_timestamp_seconds.labels(self.name).set(c.wall_clock())
 
     def _failed(self, exc: Exception) -> None:
         kind = error_kind(exc)
         self.failures += 1
-        self.last_error, self.last_error_kind = error_text(exc), kind
+        text = error_text(exc)
+        self.snapshot = replace(self.snapshot, last_error=text, last_error_kind=kind)
         self._controller.metrics.reconcile_errors_total.labels(self.name, kind).inc()
         event(
             log,
@@ -261,10 +319,30 @@ class PoolRunner:
             level=logging.WARNING,
             pool=self.name,
             kind=kind,
-            error=self.last_error,
+            error=text,
             failures=self.failures,
             exc_info=exc if kind == "internal" else False,
         )
+
+
+def observe_pool(
+    view: AsgView,
+    hooks: Sequence[TerminationHook],
+    store: ReportStore,
+    memory: PoolMemory,
+    actuation: ActuationStatus,
+    now: float,
+    *,
+    unmanaged_ttl: float,
+    wall_time: float | None = None,
+) -> Observed:
+    """Observe a pool, then settle what the observation found: the reports and actuation
+    records of instances that left are released, held reports of new members adopted, and
+    held reports of ids in no group dropped once older than `unmanaged_ttl`."""
+    observation = observe(view, hooks, store.get, memory, actuation, now, wall_time=wall_time)
+    store.settle(observation.present, observation.departed, unmanaged_before=now - unmanaged_ttl)
+    actuation.forget(observation.departed)
+    return observation.observed
 
 
 def _decide(
@@ -273,108 +351,3 @@ def _decide(
     """The plan and its state counts, computed together off the event loop."""
     plan = planner(spec, observed, now)
     return plan, plan.counts()
-
-
-class Controller:
-    """All pools of the desired state, their loops, and hot reload of that state."""
-
-    def __init__(
-        self,
-        *,
-        state: DesiredState,
-        store: ReportStore,
-        metrics: Metrics,
-        autoscaling: AutoScalingFactory,
-        actuator: Actuator,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-        planner: Planner = default_planner,
-        extra_steps: Sequence[ExtraStep] = (),
-        backoff: Backoff = Backoff(),
-        draw: Callable[[], float] = random.random,
-        stop_grace: float = 10.0,
-        min_pass_gap: float = MIN_PASS_GAP,
-    ) -> None:
-        self.state = state
-        self.store = store
-        self.metrics = metrics
-        self.autoscaling = autoscaling
-        self.actuator = actuator
-        self.clock = clock
-        self.wall_clock = wall_clock
-        self.planner = planner
-        self.extra_steps = tuple(extra_steps)
-        self.backoff = backoff
-        self._draw = draw
-        self.stop_grace = stop_grace
-        self.min_pass_gap = min_pass_gap
-        self.started_at = clock()
-        self.pools: dict[str, PoolRunner] = {}
-
-    def backoff_delay(self, failures: int) -> float:
-        return self.backoff.delay(failures, self._draw())
-
-    def start(self) -> None:
-        for pool in self.state.pools:
-            self._add(pool)
-
-    def owner(self, instance_id: str) -> PoolRunner | None:
-        """The pool whose ASG holds `instance_id`, if any."""
-        for runner in self.pools.values():
-            if runner.memory.owns(instance_id):
-                return runner
-        return None
-
-    async def apply(self, state: DesiredState) -> None:
-        """Make a new desired state take effect: add, change and remove pools in place."""
-        wanted = {pool.name: pool for pool in state.pools}
-        for name, runner in list(self.pools.items()):
-            new = wanted.get(name)
-            if new is None or _placement(new) != _placement(runner.pool):
-                await self._remove(name)
-        for pool in state.pools:
-            existing = self.pools.get(pool.name)
-            if existing is None:
-                self._add(pool)
-            elif existing.pool != pool:
-                existing.pool = pool
-                self.metrics.set_pool(pool)
-                existing.kick()
-                event(log, "pool changed", pool=pool.name)
-        self.pools = {name: self.pools[name] for name in wanted}
-        self.state = state
-
-    def _add(self, pool: JibriPool) -> None:
-        self.metrics.set_pool(pool)
-        runner = PoolRunner(pool, self, started_at=self.clock())
-        self.pools[pool.name] = runner
-        runner.start()
-        event(log, "pool added", pool=pool.name, group=pool.spec.autoScalingGroupName)
-
-    async def _remove(self, name: str) -> None:
-        runner = self.pools.pop(name)
-        await _stop_runners([runner], self.stop_grace)
-        self.store.release(list(runner.memory.first_seen))
-        self.metrics.remove_pool(name)
-        event(log, "pool removed", pool=name)
-
-    async def stop(self) -> None:
-        """Let passes under way finish (up to `stop_grace` seconds), then cancel the rest."""
-        await _stop_runners(list(self.pools.values()), self.stop_grace)
-
-
-async def _stop_runners(runners: Sequence[PoolRunner], grace: float) -> None:
-    for runner in runners:
-        runner.stop()
-    tasks = [runner.task for runner in runners if runner.task is not None]
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=grace)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _placement(pool: JibriPool) -> tuple[str, str | None]:
-    """What identifies the instances a pool manages; a change makes it a different pool."""
-    return pool.spec.autoScalingGroupName, pool.spec.region

@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from common.wire import BusyStatus, HealthStatus
+
+PROTECTION_BATCH: Final = 50
+"""AWS accepts at most 50 instance ids per SetInstanceProtection call; the planner batches
+protection changes by it and `controller.aws` holds every call to it."""
 
 
 class InstanceState(StrEnum):
@@ -174,7 +178,7 @@ class SetProtection:
 
 
 @dataclass(frozen=True)
-class Drain:
+class DrainInstance:
     instance_id: str
     reason: Reason
     name: str = "drain"
@@ -214,7 +218,7 @@ Action = (
     SetBounds
     | SetDesiredCapacity
     | SetProtection
-    | Drain
+    | DrainInstance
     | Terminate
     | LifecycleHeartbeat
     | CompleteLifecycle

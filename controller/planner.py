@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from common.wire import BusyStatus
 from controller.derive import Derivation, derive_all, in_startup_window
 from controller.model import (
+    PROTECTION_BATCH,
     Action,
     CompleteLifecycle,
     Condition,
-    Drain,
+    DrainInstance,
     InstanceState,
     InstanceView,
     LifecycleHeartbeat,
@@ -32,8 +33,6 @@ from controller.model import (
 )
 from controller.spec import PoolSpec
 
-PROTECTION_BATCH = 50
-"""SetInstanceProtection takes at most 50 instance ids per call."""
 MIN_REQUEUE = 0.1
 HEARTBEAT_FRACTION = 0.5
 """Send a lifecycle heartbeat once this fraction of the hook's heartbeat timeout has passed."""
@@ -177,7 +176,7 @@ def _capacity(
     return [SetDesiredCapacity(target, base, reason)], target > base
 
 
-def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[Drain]:
+def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[DrainInstance]:
     """Drain the longest-idle instances beyond targetFree; never let the ASG pick."""
     spec, observed = ctx.spec, ctx.observed
     if ctx.observing_only or in_startup_window(spec, observed, ctx.now):
@@ -197,7 +196,7 @@ def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[Drain]:
         if idle_for >= spec.scaleIn.idleFor:
             candidates.append((-idle_for, view.instance_id))
     candidates.sort()
-    return [Drain(instance_id, Reason.IDLE_EXCESS) for _, instance_id in candidates[:count]]
+    return [DrainInstance(instance_id, Reason.IDLE_EXCESS) for _, instance_id in candidates[:count]]
 
 
 def _idle_for(report: ReportView | None, now: float) -> float:
@@ -206,10 +205,10 @@ def _idle_for(report: ReportView | None, now: float) -> float:
     return now - report.idle_since
 
 
-def _lifecycle(ctx: _Context) -> list[Drain | LifecycleHeartbeat | CompleteLifecycle]:
+def _lifecycle(ctx: _Context) -> list[DrainInstance | LifecycleHeartbeat | CompleteLifecycle]:
     """Hold instances in Terminating:Wait until their recordings are safe, then let them go."""
     spec, observed, now = ctx.spec, ctx.observed, ctx.now
-    actions: list[Drain | LifecycleHeartbeat | CompleteLifecycle] = []
+    actions: list[DrainInstance | LifecycleHeartbeat | CompleteLifecycle] = []
     for instance_id in sorted(observed.lifecycle_waits):
         wait = observed.lifecycle_waits[instance_id]
         report = observed.reports.get(instance_id)
@@ -231,7 +230,7 @@ def _lifecycle(ctx: _Context) -> list[Drain | LifecycleHeartbeat | CompleteLifec
             continue
         if fresh and instance_id not in observed.drain_requested:
             # Someone else is terminating it: stop Jibri taking new recordings, keep the rest.
-            actions.append(Drain(instance_id, Reason.TERMINATION_REQUESTED))
+            actions.append(DrainInstance(instance_id, Reason.TERMINATION_REQUESTED))
         if now - wait.last_heartbeat_at >= wait.heartbeat_timeout * HEARTBEAT_FRACTION:
             actions.append(
                 LifecycleHeartbeat(instance_id, wait.hook_name, wait.token, _holding_reason(report))

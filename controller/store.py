@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -120,6 +120,17 @@ class ReportStore:
         """Forget instances that have left every managed ASG."""
         for instance_id in instance_ids:
             self._managed.pop(instance_id, None)
+
+    def settle(
+        self, present: Collection[str], departed: Iterable[str], *, unmanaged_before: float
+    ) -> None:
+        """After a pool's observation: release the instances that left its group, adopt the
+        held reports of those it now has, and drop held reports of unknown ids received
+        before `unmanaged_before`."""
+        self.release(departed)
+        if self._unmanaged:
+            self.adopt(present)
+        self.expire_unmanaged(unmanaged_before)
 
     def expire_unmanaged(self, older_than: float) -> int:
         """Drop held reports of unknown ids received before `older_than`; return how many."""

@@ -15,11 +15,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from controller.aws import AwsError, TerminationHook
+from controller.aws import PROTECTION_BATCH, AwsError, TerminationHook
 from controller.cloudwatch.datapoints import Datum
 from controller.model import AsgInstance, AsgView
-
-PROTECTION_BATCH = 50
 
 
 def instance_id(n: int) -> str:

@@ -26,11 +26,11 @@ from aiohttp.typedefs import Handler
 
 from bench.scale.fake_aws import FastAutoScaling, FastCloudWatch
 from common import logs
+from common.aiokits.tasks import guarded_task
 from common.wire import REPORTS_PATH, TOKEN_ENV
 from controller.aws import AutoScaling, AwsSettings
 from controller.cli import RunOptions, UsageError, serve
 from controller.cloudwatch.api import CloudWatchApi, ScalingPolicyApi
-from controller.loop import guarded_task
 from controller.model import Observed, Plan, SetProtection
 from controller.planner import plan as real_plan
 from controller.reload import load

@@ -20,12 +20,12 @@ from typing import Any, Final
 
 from prometheus_client import Counter
 
+from common.aiokits.tasks import guarded_task
 from common.logs import event
 from controller.aws import AwsError
 from controller.cloudwatch.alarm_sync import AlarmMemory, AlarmSync
 from controller.cloudwatch.api import CloudWatchApi, ScalingPolicyApi
 from controller.cloudwatch.datapoints import batches, pool_data
-from controller.loop import guarded_task
 from controller.model import Observed, Plan
 from controller.prometheus import PREFIX, Metrics
 from controller.spec import JibriPool
@@ -96,7 +96,10 @@ class _Pool:
 
 
 class CloudWatchSync:
-    """The per-pool CloudWatch step (see the module docstring)."""
+    """The per-pool CloudWatch step (see the module docstring), and a `StatusSource` for the
+    `cloudWatch` block of /status."""
+
+    status_key: Final = "cloudWatch"
 
     def __init__(
         self,

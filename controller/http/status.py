@@ -1,34 +1,38 @@
-"""What `/status` and `/healthz` say (DESIGN §8), and the table `controller status` prints."""
+"""What `/status` and `/healthz` say (docs/design.md), and the table `controller status` prints.
+
+Both read each pool's `PoolSnapshot`, the frozen record its last pass left, and the per-pool
+blocks of the controller's status sources (the CloudWatch step's `cloudWatch`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from controller.cloudwatch.step import CloudWatchSync
-from controller.loop import Controller, PoolRunner
+from controller.loop import PoolSnapshot, StatusSource
 from controller.model import Condition, InstanceState
+from controller.pools import Controller
 
 HEALTHY_RESYNCS = 3
 """/healthz fails for a pool without a successful pass within this many resync periods."""
 
 
-def pool_health(runner: PoolRunner, now: float) -> tuple[bool, str]:
+def pool_health(snapshot: PoolSnapshot, now: float) -> tuple[bool, str]:
     """Whether the pool reconciled recently enough, and why not if it did not."""
-    limit = HEALTHY_RESYNCS * runner.pool.spec.resync
-    since = runner.last_success_at if runner.last_success_at is not None else runner.added_at
-    age = now - since
+    limit = HEALTHY_RESYNCS * snapshot.pool.spec.resync
+    last = snapshot.last_success_at
+    age = now - (last if last is not None else snapshot.added_at)
     if age <= limit:
         return True, "ok"
-    what = "last successful reconcile" if runner.last_success_at is not None else "start"
-    error = f": {runner.last_error}" if runner.last_error else ""
+    what = "last successful reconcile" if last is not None else "start"
+    error = f": {snapshot.last_error}" if snapshot.last_error else ""
     return False, f"{what} {age:.1f}s ago, more than {limit:g}s{error}"
 
 
 def health(controller: Controller, now: float) -> tuple[bool, dict[str, Any]]:
     pools = {}
     for name, runner in controller.pools.items():
-        ok, message = pool_health(runner, now)
+        ok, message = pool_health(runner.snapshot, now)
         pools[name] = {"ok": ok, "message": message}
     ok = all(p["ok"] for p in pools.values())
     return ok, {"ok": ok, "pools": pools}
@@ -43,21 +47,21 @@ def _condition(condition: Condition) -> dict[str, str]:
     }
 
 
-def _runtime_conditions(runner: PoolRunner, now: float) -> list[dict[str, str]]:
-    if runner.last_error is not None:
+def _runtime_conditions(snapshot: PoolSnapshot, now: float) -> list[dict[str, str]]:
+    if snapshot.last_error is not None:
         reconciled = {
             "type": "Reconciled",
             "status": "False",
             "reason": "ReconcileFailing",
-            "message": f"{runner.failures} failed pass(es) in a row "
-            f"({runner.last_error_kind}): {runner.last_error}",
+            "message": f"{snapshot.failures} failed pass(es) in a row "
+            f"({snapshot.last_error_kind}): {snapshot.last_error}",
         }
-    elif runner.last_success_at is not None:
+    elif snapshot.last_success_at is not None:
         reconciled = {
             "type": "Reconciled",
             "status": "True",
             "reason": "ReconcileSucceeded",
-            "message": f"last pass {now - runner.last_success_at:.1f}s ago",
+            "message": f"last pass {now - snapshot.last_success_at:.1f}s ago",
         }
     else:
         reconciled = {
@@ -67,25 +71,28 @@ def _runtime_conditions(runner: PoolRunner, now: float) -> list[dict[str, str]]:
             "message": "no pass has completed yet",
         }
     conditions = [reconciled]
-    if runner.step_errors:
+    if snapshot.step_errors:
         conditions.append(
             {
                 "type": "ExtraStepsSucceeded",
                 "status": "False",
                 "reason": "StepFailing",
-                "message": "; ".join(f"{k}: {v}" for k, v in sorted(runner.step_errors.items())),
+                "message": "; ".join(f"{k}: {v}" for k, v in sorted(snapshot.step_errors.items())),
             }
         )
     return conditions
 
 
-def pool_status(runner: PoolRunner, controller: Controller, now: float) -> dict[str, Any]:
-    observed, plan = runner.observed, runner.plan
+def pool_status(
+    snapshot: PoolSnapshot, now: float, sources: Sequence[StatusSource] = ()
+) -> dict[str, Any]:
+    observed, plan = snapshot.observed, snapshot.plan
     instances = []
     counts = dict.fromkeys((s.value for s in InstanceState), 0)
     if plan is not None:
+        reports = observed.reports if observed is not None else {}
         for view in plan.instances:
-            report = controller.store.get(view.instance_id)
+            report = reports.get(view.instance_id)
             counts[view.state.value] += 1
             instances.append(
                 {
@@ -95,46 +102,44 @@ def pool_status(runner: PoolRunner, controller: Controller, now: float) -> dict[
                     "lastReportAgeSeconds": None
                     if report is None
                     else round(max(0.0, now - report.received_at), 3),
-                    "drainRequested": view.instance_id in runner.memory.drain_requested,
+                    "drainRequested": view.instance_id in snapshot.drain_requested,
                     "detail": view.detail,
                 }
             )
-    group: dict[str, Any] = {"name": runner.pool.spec.autoScalingGroupName}
+    spec = snapshot.pool.spec
+    group: dict[str, Any] = {"name": spec.autoScalingGroupName}
     if observed is not None:
         asg = observed.asg
         group.update(desired=asg.desired, min=asg.min_size, max=asg.max_size)
-    return {
-        "name": runner.name,
-        "spec": runner.pool.spec.model_dump(mode="json"),
+    document: dict[str, Any] = {
+        "name": snapshot.name,
+        "spec": spec.model_dump(mode="json"),
         "autoScalingGroup": group,
         "plannedCapacity": plan.desired_capacity if plan is not None else None,
-        "targetFree": plan.target_free if plan is not None else runner.pool.spec.targetFree,
+        "targetFree": plan.target_free if plan is not None else spec.targetFree,
         "counts": counts,
         "instances": instances,
-        "conditions": _runtime_conditions(runner, now)
+        "conditions": _runtime_conditions(snapshot, now)
         + [_condition(c) for c in (plan.conditions if plan is not None else ())],
         "lastReconcileAgeSeconds": None
-        if runner.last_success_at is None
-        else round(now - runner.last_success_at, 3),
-        "consecutiveFailures": runner.failures,
-        "cloudWatch": _cloud_watch(controller, runner.name),
+        if snapshot.last_success_at is None
+        else round(now - snapshot.last_success_at, 3),
+        "consecutiveFailures": snapshot.failures,
+        # Managed alarms with their state as last read, the fallback policy, publishing.
+        "cloudWatch": None,
     }
-
-
-def _cloud_watch(controller: Controller, pool: str) -> dict[str, Any] | None:
-    """Managed alarms with their state as last read, the fallback policy, publishing."""
-    for step in controller.extra_steps:
-        if isinstance(step, CloudWatchSync):
-            return step.pool_status(pool)
-    return None
+    for source in sources:
+        document[source.status_key] = source.pool_status(snapshot.name)
+    return document
 
 
 def status(controller: Controller, now: float, *, dry_run: bool) -> dict[str, Any]:
+    sources = controller.status_sources
     return {
         "dryRun": dry_run,
         "uptimeSeconds": round(now - controller.started_at, 3),
         "source": controller.state.source,
-        "pools": [pool_status(r, controller, now) for r in controller.pools.values()],
+        "pools": [pool_status(r.snapshot, now, sources) for r in controller.pools.values()],
     }
 
 

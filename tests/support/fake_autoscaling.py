@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -161,3 +162,25 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def as_clock(self) -> HandClock:
+        """This clock as a `common.aiokits.clock.Clock`, for a controller whose passes the
+        test runs itself."""
+        return HandClock(self)
+
+
+class HandClock:
+    """A `Clock` that reads a `ManualClock`. Time passes only when the test moves it, so its
+    sleeps end only when interrupted: for tests that run passes themselves, not the loop."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock.now
+
+    async def sleep(self, delay: float, interrupt: asyncio.Event | None = None) -> bool:
+        if delay <= 0:
+            return interrupt is not None and interrupt.is_set()
+        await (interrupt or asyncio.Event()).wait()
+        return True

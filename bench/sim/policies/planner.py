@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from bench.sim.fleet import Event, Fleet, Instance
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.model import (
-    Drain,
+    DrainInstance,
     Observed,
     Plan,
     ReportView,
@@ -251,7 +251,7 @@ class PlannerPolicy:
                 fleet.set_desired(action.capacity)
                 if action.capacity > action.previous:
                     self.last_scale_out_at = now
-            elif isinstance(action, Drain):
+            elif isinstance(action, DrainInstance):
                 self._request_drain(action.instance_id, now)
             else:
                 raise AssertionError(f"no lifecycle hooks in the simulation, got {action}")

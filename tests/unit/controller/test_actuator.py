@@ -1,4 +1,4 @@
-"""The actuator (plan → AWS calls) and the AWS layer's own rules, behind in-memory fakes."""
+"""The actuator (plan → AWS calls) and the AWS layer's own rules, behind in-actuation fakes."""
 
 from __future__ import annotations
 
@@ -9,14 +9,23 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.parsers import ResponseParserError
 
+from controller.actuation import ActuationStatus
 from controller.actuator import ActuationError, Actuator
-from controller.aws import AioAutoScaling, AwsError, AwsFailure, classify, instrumented
+from controller.aws import (
+    AioAutoScaling,
+    AwsError,
+    AwsFailure,
+    TerminationHook,
+    classify,
+    instrumented,
+)
 from controller.model import (
     Action,
+    AsgInstance,
+    AsgView,
     CompleteLifecycle,
-    Drain,
+    DrainInstance,
     LifecycleHeartbeat,
-    LifecycleWait,
     Plan,
     Reason,
     SetBounds,
@@ -24,7 +33,7 @@ from controller.model import (
     SetProtection,
     Terminate,
 )
-from controller.observe import PoolMemory
+from controller.observe import PoolMemory, observe
 from controller.prometheus import Metrics
 from tests.support.fake_autoscaling import FakeAutoScaling, ManualClock
 
@@ -51,7 +60,7 @@ async def execute(
     actuator: Actuator,
     fake: FakeAutoScaling,
     plan: Plan,
-    memory: PoolMemory,
+    actuation: ActuationStatus,
     *,
     now: float = 1000.0,
     triggered_at: float | None = None,
@@ -61,7 +70,7 @@ async def execute(
         GROUP,
         plan,
         autoscaling=fake,
-        memory=memory,
+        actuation=actuation,
         now=now,
         triggered_at=triggered_at,
     )
@@ -83,7 +92,7 @@ async def test_actions_run_in_plan_order(aws: tuple[FakeAutoScaling, list[str]])
         Actuator(metrics=Metrics(), clock=ManualClock(), dry_run=False),
         fake,
         plan,
-        PoolMemory(started_at=0.0),
+        ActuationStatus(),
     )
     assert [c.operation for c in fake.mutations()] == [
         "UpdateAutoScalingGroup",
@@ -97,20 +106,22 @@ async def test_actions_run_in_plan_order(aws: tuple[FakeAutoScaling, list[str]])
 
 
 async def test_drain_is_remembered_not_sent(aws: tuple[FakeAutoScaling, list[str]]) -> None:
-    """Drain records the request in pool memory (for the next report answer); no AWS call."""
+    """A drain is recorded in the actuation status (for the next report answer); no AWS call."""
     fake, ids = aws
-    memory = PoolMemory(started_at=0.0)
-    memory.drain_requested[ids[1]] = 5.0
-    plan = make_plan(Drain(ids[0], Reason.IDLE_EXCESS), Drain(ids[1], Reason.IDLE_EXCESS))
+    actuation = ActuationStatus()
+    actuation.drain_requested_now(ids[1], 5.0)
+    plan = make_plan(
+        DrainInstance(ids[0], Reason.IDLE_EXCESS), DrainInstance(ids[1], Reason.IDLE_EXCESS)
+    )
     await execute(
         Actuator(metrics=Metrics(), clock=ManualClock(), dry_run=False),
         fake,
         plan,
-        memory,
+        actuation,
         now=42.0,
     )
     assert fake.mutations() == []
-    assert memory.drain_requested == {ids[0]: 42.0, ids[1]: 5.0}
+    assert actuation.drain_requested == {ids[0]: 42.0, ids[1]: 5.0}
 
 
 @pytest.mark.parametrize(
@@ -125,42 +136,42 @@ async def test_scale_out_time_is_remembered(
 ) -> None:
     """A successful upward SetDesiredCapacity sets last_scale_out_at; a downward one does not."""
     fake, _ = aws
-    memory = PoolMemory(started_at=0.0)
+    actuation = ActuationStatus()
     plan = make_plan(SetDesiredCapacity(capacity, previous, Reason.BELOW_TARGET_FREE))
     await execute(
         Actuator(metrics=Metrics(), clock=ManualClock(), dry_run=False),
         fake,
         plan,
-        memory,
+        actuation,
         now=77.0,
     )
-    assert memory.last_scale_out_at == expected
+    assert actuation.last_scale_out_at == expected
     assert fake.groups[GROUP].desired == capacity
 
 
 async def test_dry_run_changes_nothing_but_counts_and_logs(
     aws: tuple[FakeAutoScaling, list[str]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """In dry-run mode no AWS call is made and memory is untouched; actions are counted and
+    """In dry-run mode no AWS call is made and nothing is recorded; actions are counted and
     logged with dry_run: true."""
     fake, ids = aws
     metrics = Metrics()
-    memory = PoolMemory(started_at=0.0)
+    actuation = ActuationStatus()
     plan = make_plan(
         SetProtection((ids[0],), True, Reason.BUSY),
         SetDesiredCapacity(6, 4, Reason.BELOW_TARGET_FREE),
-        Drain(ids[1], Reason.IDLE_EXCESS),
+        DrainInstance(ids[1], Reason.IDLE_EXCESS),
     )
     caplog.set_level(logging.INFO, "controller.actuator")
     await execute(
         Actuator(metrics=metrics, clock=ManualClock(), dry_run=True),
         fake,
         plan,
-        memory,
+        actuation,
         triggered_at=999.0,
     )
     assert fake.mutations() == []
-    assert memory.drain_requested == {} and memory.last_scale_out_at is None
+    assert actuation.drain_requested == {} and actuation.last_scale_out_at is None
     assert (
         sample(
             metrics, "actions_total", pool="pool", action="scale-out", reason="below-target-free"
@@ -182,20 +193,20 @@ async def test_one_failure_does_not_stop_independent_actions(
     fake, ids = aws
     fake.fail("SetInstanceProtection", "throttled")
     metrics = Metrics()
-    memory = PoolMemory(started_at=0.0)
+    actuation = ActuationStatus()
     plan = make_plan(
         SetProtection((ids[0],), True, Reason.BUSY),
         Terminate(ids[1], decrement=False, reason=Reason.UNHEALTHY),
-        Drain(ids[2], Reason.IDLE_EXCESS),
+        DrainInstance(ids[2], Reason.IDLE_EXCESS),
     )
     with pytest.raises(ActuationError) as caught:
         await execute(
-            Actuator(metrics=metrics, clock=ManualClock(), dry_run=False), fake, plan, memory
+            Actuator(metrics=metrics, clock=ManualClock(), dry_run=False), fake, plan, actuation
         )
     assert caught.value.kind == "throttled"
     assert [f.action.name for f in caught.value.failures] == ["protect"]
     assert ids[1] not in fake.groups[GROUP].instances
-    assert ids[2] in memory.drain_requested
+    assert ids[2] in actuation.drain_requested
     assert sample(metrics, "actions_total", pool="pool", action="protect", reason="busy") == 0
     assert sample(metrics, "actions_total", pool="pool", action="replace", reason="unhealthy") == 1
 
@@ -213,7 +224,7 @@ async def test_scale_in_is_skipped_after_a_failure(aws: tuple[FakeAutoScaling, l
             Actuator(metrics=Metrics(), clock=ManualClock(), dry_run=False),
             fake,
             plan,
-            PoolMemory(started_at=0.0),
+            ActuationStatus(),
         )
     assert [c.operation for c in fake.mutations()] == ["SetInstanceProtection"]
     assert fake.groups[GROUP].desired == 4
@@ -228,26 +239,29 @@ async def test_decision_latency_measured_to_first_aws_call(
     metrics = Metrics()
     clock = ManualClock(100.25)
     plan = make_plan(
-        Drain(ids[0], Reason.IDLE_EXCESS),
+        DrainInstance(ids[0], Reason.IDLE_EXCESS),
         SetProtection((ids[1],), True, Reason.BUSY),
         SetDesiredCapacity(6, 4, Reason.BELOW_TARGET_FREE),
     )
     actuator = Actuator(metrics=metrics, clock=clock, dry_run=False)
     caplog.set_level(logging.INFO, "controller.actuator")
-    await execute(actuator, fake, plan, PoolMemory(started_at=0.0), triggered_at=100.0)
+    await execute(actuator, fake, plan, ActuationStatus(), triggered_at=100.0)
     lines = [r.fields for r in caplog.records if r.getMessage() == "action"]  # type: ignore[attr-defined]
     assert [line.get("since_report_seconds") for line in lines] == [None, 0.25, 0.25]
-    await execute(actuator, fake, plan, PoolMemory(started_at=0.0), triggered_at=None)
+    await execute(actuator, fake, plan, ActuationStatus(), triggered_at=None)
     assert sample(metrics, "decision_latency_seconds_count", pool="pool") == 1
     assert sample(metrics, "decision_latency_seconds_sum", pool="pool") == pytest.approx(0.25)
 
 
-async def test_lifecycle_memory_follows_calls(aws: tuple[FakeAutoScaling, list[str]]) -> None:
+async def test_lifecycle_calls_feed_the_next_observation(
+    aws: tuple[FakeAutoScaling, list[str]],
+) -> None:
     """A sent heartbeat restarts the wait's heartbeat clock; a completed hook is remembered."""
     fake, ids = aws
-    memory = PoolMemory(started_at=0.0)
-    for iid in ids[:2]:
-        memory.lifecycle_waits[iid] = LifecycleWait(iid, "hook", None, 10.0, 10.0, 60.0)
+    actuation, memory = ActuationStatus(), PoolMemory(started_at=0.0)
+    waiting = AsgView(GROUP, 1, 10, 4, tuple(AsgInstance(i, "Terminating:Wait") for i in ids[:2]))
+    hooks = (TerminationHook("hook", 60.0),)
+    observe(waiting, hooks, lambda _: None, memory, actuation, 10.0)
     plan = make_plan(
         LifecycleHeartbeat(ids[0], "hook", None, Reason.BUSY),
         CompleteLifecycle(ids[1], "hook", None, Reason.LIFECYCLE_DRAINED),
@@ -256,12 +270,13 @@ async def test_lifecycle_memory_follows_calls(aws: tuple[FakeAutoScaling, list[s
         Actuator(metrics=Metrics(), clock=ManualClock(), dry_run=False),
         fake,
         plan,
-        memory,
+        actuation,
         now=50.0,
     )
-    assert memory.lifecycle_waits[ids[0]].last_heartbeat_at == 50.0
-    assert ids[1] not in memory.lifecycle_waits
-    assert memory.completed_hooks[ids[1]] == {"hook"}
+    observed = observe(waiting, hooks, lambda _: None, memory, actuation, 55.0).observed
+    assert observed.lifecycle_waits[ids[0]].last_heartbeat_at == 50.0
+    assert ids[1] not in observed.lifecycle_waits
+    assert actuation.completed_hooks(ids[1]) == {"hook"}
 
 
 # --- the aiobotocore implementation, over a recording stand-in for the client -------------

@@ -10,10 +10,12 @@ import uuid
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.actuator import Actuator
 from controller.aws import AutoScaling, TerminationHook
-from controller.loop import Backoff, Controller, PoolRunner
+from controller.loop import Backoff, PoolRunner
+from controller.pools import Controller
 from controller.prometheus import Metrics
 from controller.spec import parse_desired_state
 from controller.store import ReportStore
+from tests.support.fake_autoscaling import ManualClock
 from tests.support.lifecycle_fake import WAIT, HookedAutoScaling
 
 GROUP = "jibri"
@@ -33,19 +35,11 @@ spec:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Harness:
     """One pool runner over the hooked fake, with agents reporting through the store."""
 
     def __init__(self) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock(10_000.0)
         self.aws = HookedAutoScaling(self.clock, TerminationHook("drain-hook", HEARTBEAT_TIMEOUT))
         self.ids = self.aws.add_group(GROUP, min_size=1, max_size=10, desired=3)
         self.store = ReportStore()
@@ -60,7 +54,7 @@ class Harness:
             metrics=metrics,
             autoscaling=autoscaling,
             actuator=Actuator(metrics=metrics, clock=self.clock, dry_run=False),
-            clock=self.clock,
+            clock=self.clock.as_clock(),
             backoff=Backoff(base=0.01, cap=0.05),
         )
         self.runner = PoolRunner(
@@ -111,7 +105,7 @@ async def test_holds_with_heartbeats_while_uploads_pend_then_continues() -> None
     assert h.aws.expired == []
     assert h.operations("CompleteLifecycleAction") == []
     assert len(h.operations("RecordLifecycleActionHeartbeat")) >= 3
-    assert doomed in h.runner.memory.drain_requested
+    assert doomed in h.runner.actuation.drain_requested
 
     await h.advance(10, **{doomed: {"busy": "IDLE", "drained": True}}, **idle)
     assert h.aws.completed == {doomed: "CONTINUE"}
@@ -158,7 +152,7 @@ async def test_busy_instance_is_asked_to_drain_not_released() -> None:
     await h.advance(40, **{doomed: {"busy": "BUSY"}}, **idle)
     h.aws.begin_termination(doomed)
     await h.advance(600, **{doomed: {"busy": "BUSY", "draining": True}}, **idle)
-    assert doomed in h.runner.memory.drain_requested
+    assert doomed in h.runner.actuation.drain_requested
     assert h.operations("CompleteLifecycleAction") == []
     await h.advance(10, **{doomed: {"busy": "IDLE", "draining": True, "drained": True}}, **idle)
     assert h.aws.completed == {doomed: "CONTINUE"}

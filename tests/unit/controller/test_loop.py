@@ -1,4 +1,9 @@
-"""The reconcile loop: passes, backoff, triggers, hot reload, extra steps and shutdown."""
+"""The reconcile loop: passes, backoff, triggers, hot reload, extra steps and shutdown.
+
+Loops run on a `ManualClock`: time passes only when a test advances it, and a test that says
+"nothing more happened" first waits until every pool's loop is asleep on that clock (`quiet`),
+so it needs no real-time sleep.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ from typing import Any
 
 import pytest
 
+from common.aiokits.clock import ManualClock
+from common.aiokits.tasks import guarded_task
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.actuator import Actuator
 from controller.aws import AutoScaling
-from controller.loop import Backoff, Controller, ExtraStep, Planner, PoolRunner, guarded_task
+from controller.loop import Backoff, ExtraStep, Planner, PoolRunner
 from controller.model import AsgView, Observed, Plan
 from controller.planner import plan as real_plan
+from controller.pools import Controller
 from controller.prometheus import Metrics
 from controller.reload import ConfigWatcher, load
 from controller.spec import DesiredState, JibriPool, PoolSpec, parse_desired_state
@@ -88,10 +96,10 @@ class GatedAutoScaling(FakeAutoScaling):
 def make_controller(
     state: DesiredState,
     fake: AutoScaling,
+    clock: ManualClock,
     *,
     planner: Planner = real_plan,
     extra_steps: tuple[ExtraStep, ...] = (),
-    clock: Callable[[], float] = time.monotonic,
     min_pass_gap: float = 0.25,
 ) -> Controller:
     metrics = Metrics()
@@ -104,7 +112,7 @@ def make_controller(
         store=ReportStore(),
         metrics=metrics,
         autoscaling=autoscaling,
-        actuator=Actuator(metrics=metrics, clock=clock, dry_run=False),
+        actuator=Actuator(metrics=metrics, clock=clock.now, dry_run=False),
         clock=clock,
         planner=planner,
         extra_steps=extra_steps,
@@ -115,6 +123,7 @@ def make_controller(
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 15.0) -> None:
+    """Wait for something to happen (a pass plans in a worker thread, so in real time)."""
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
@@ -122,12 +131,39 @@ async def eventually(predicate: Callable[[], bool], within: float = 15.0) -> Non
         await asyncio.sleep(0.01)
 
 
+async def quiet(controller: Controller, clock: ManualClock) -> None:
+    """Wait until every pool's loop is asleep on the clock: nothing more happens until the
+    clock moves, a trigger or a spec change."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await eventually(lambda: clock.sleepers == len(controller.pools))
+
+
+async def advance_until(
+    controller: Controller,
+    clock: ManualClock,
+    predicate: Callable[[], bool],
+    *,
+    step: float = 0.01,
+    limit: float = 60.0,
+) -> None:
+    """Move the clock in `step`s, letting the loops run between steps, until `predicate`."""
+    await quiet(controller, clock)
+    start = clock.now()
+    while not predicate():
+        if clock.now() - start > limit:
+            raise AssertionError(f"condition not met within {limit} s of clock time")
+        await clock.advance(step)
+        await quiet(controller, clock)
+
+
 async def test_reconcile_once_observes_plans_and_acts() -> None:
     """One pass reads the ASG, plans, acts, publishes gauges and says when to come back."""
     fake = FakeAutoScaling()
     fake.add_group("g", min_size=0, max_size=10, desired=1)
-    controller = make_controller(desired(pool_yaml("p", "g", low=3, resync="20s")), fake)
-    runner = PoolRunner(controller.state.pools[0], controller, started_at=time.monotonic())
+    clock = ManualClock()
+    controller = make_controller(desired(pool_yaml("p", "g", low=3, resync="20s")), fake, clock)
+    runner = PoolRunner(controller.state.pools[0], controller, started_at=clock.now())
     controller.metrics.set_pool(runner.pool)
     delay = await runner.reconcile_once()
     assert 0 < delay <= 20.0
@@ -160,11 +196,14 @@ async def test_failing_pool_backs_off_without_holding_up_others() -> None:
     fake.add_group("good", min_size=0, max_size=10, desired=1)
     planner = CountingPlanner(requeue_after=0.02)
     state = desired(pool_yaml("good", "good"), pool_yaml("bad", "missing"))
-    controller = make_controller(state, fake, planner=planner)
+    clock = ManualClock()
+    controller = make_controller(state, fake, clock, planner=planner)
     controller.start()
     try:
         bad, good = controller.pools["bad"], controller.pools["good"]
-        await eventually(lambda: bad.failures >= 3 and planner.calls.get("good", 0) >= 3)
+        await advance_until(
+            controller, clock, lambda: bad.failures >= 3 and planner.calls.get("good", 0) >= 3
+        )
         assert good.failures == 0 and good.last_success_at is not None
         assert bad.last_error_kind == "not-found" and bad.last_success_at is None
         errors = sample(controller.metrics, "reconcile_errors_total", pool="bad", kind="not-found")
@@ -178,14 +217,15 @@ async def test_success_resets_backoff() -> None:
     fake = FakeAutoScaling()
     fake.add_group("g", min_size=0, max_size=10, desired=1)
     fake.fail("DescribeAutoScalingGroups", "throttled")
-    controller = make_controller(desired(pool_yaml("p", "g")), fake)
+    clock = ManualClock()
+    controller = make_controller(desired(pool_yaml("p", "g")), fake, clock)
     controller.start()
     try:
         runner = controller.pools["p"]
-        await eventually(lambda: runner.failures >= 2)
+        await advance_until(controller, clock, lambda: runner.failures >= 2)
         assert runner.last_error_kind == "throttled"
         fake.failures.clear()
-        await eventually(lambda: runner.failures == 0)
+        await advance_until(controller, clock, lambda: runner.failures == 0)
         assert runner.last_error is None and runner.last_success_at is not None
     finally:
         await controller.stop()
@@ -196,12 +236,16 @@ async def test_trigger_starts_a_pass_at_once() -> None:
     fake = FakeAutoScaling()
     fake.add_group("g", min_size=0, max_size=10, desired=1)
     planner = CountingPlanner()
-    controller = make_controller(desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner)
+    clock = ManualClock()
+    state = desired(pool_yaml("p", "g", resync="1h"))
+    controller = make_controller(state, fake, clock, planner=planner)
     controller.start()
     try:
-        await eventually(lambda: planner.calls.get("g") == 1)
-        controller.pools["p"].trigger(time.monotonic())
-        await eventually(lambda: planner.calls.get("g") == 2)
+        await quiet(controller, clock)
+        assert planner.calls.get("g") == 1
+        controller.pools["p"].trigger(clock.now())
+        # At once, once min_pass_gap (0.25 s) after the first pass has passed.
+        await advance_until(controller, clock, lambda: planner.calls.get("g") == 2, limit=0.3)
     finally:
         await controller.stop()
 
@@ -211,15 +255,18 @@ async def test_triggers_during_a_pass_coalesce_into_one_more() -> None:
     fake = GatedAutoScaling()
     fake.add_group("g", min_size=0, max_size=10, desired=1)
     planner = CountingPlanner()
-    controller = make_controller(desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner)
+    clock = ManualClock()
+    state = desired(pool_yaml("p", "g", resync="1h"))
+    controller = make_controller(state, fake, clock, planner=planner)
     controller.start()
     try:
         await fake.waiting.wait()
         for _ in range(5):
-            controller.pools["p"].trigger(time.monotonic())
+            controller.pools["p"].trigger(clock.now())
         fake.gate.set()
-        await eventually(lambda: planner.calls.get("g") == 2)
-        await asyncio.sleep(0.2)
+        await advance_until(controller, clock, lambda: planner.calls.get("g") == 2, limit=0.3)
+        await clock.advance(1.0)
+        await quiet(controller, clock)
         assert planner.calls["g"] == 2
     finally:
         await controller.stop()
@@ -230,21 +277,24 @@ async def test_passes_keep_a_minimum_gap_under_a_stream_of_triggers() -> None:
     fake = FakeAutoScaling()
     fake.add_group("g", min_size=0, max_size=10, desired=1)
     starts: list[float] = []
+    clock = ManualClock()
 
     def planner(spec: PoolSpec, observed: Observed, now: float) -> Plan:
-        starts.append(time.monotonic())
+        starts.append(clock.now())
         return real_plan(spec, observed, now)
 
     controller = make_controller(
-        desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner, min_pass_gap=0.3
+        desired(pool_yaml("p", "g", resync="1h")), fake, clock, planner=planner, min_pass_gap=0.3
     )
     controller.start()
     try:
         runner = controller.pools["p"]
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            runner.trigger(time.monotonic())
-            await asyncio.sleep(0.01)
+        await quiet(controller, clock)
+        deadline = clock.now() + 1.5
+        while clock.now() < deadline:
+            runner.trigger(clock.now())
+            await clock.advance(0.01)
+            await quiet(controller, clock)
     finally:
         await controller.stop()
     assert 2 <= len(starts) <= 7
@@ -256,14 +306,22 @@ async def test_spec_change_does_not_wait_for_the_gap() -> None:
     fake = FakeAutoScaling()
     fake.add_group("g", min_size=0, max_size=10, desired=1)
     planner = CountingPlanner()
+    clock = ManualClock()
     controller = make_controller(
-        desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner, min_pass_gap=3600.0
+        desired(pool_yaml("p", "g", resync="1h")),
+        fake,
+        clock,
+        planner=planner,
+        min_pass_gap=3600.0,
     )
     controller.start()
     try:
-        await eventually(lambda: planner.calls.get("g") == 1)
-        controller.pools["p"].trigger(time.monotonic())
-        await asyncio.sleep(0.3)
+        await quiet(controller, clock)
+        assert planner.calls.get("g") == 1
+        controller.pools["p"].trigger(clock.now())
+        await quiet(controller, clock)
+        await clock.advance(60.0)
+        await quiet(controller, clock)
         assert planner.calls["g"] == 1
         await controller.apply(desired(pool_yaml("p", "g", target=2, resync="1h")))
         await eventually(lambda: planner.calls.get("g") == 2)
@@ -285,8 +343,9 @@ async def test_planner_runs_in_a_thread_on_a_snapshot() -> None:
         seen.append((released, list(observed.reports), list(observed.drain_requested)))
         return real_plan(spec, observed, now)
 
-    controller = make_controller(desired(pool_yaml("p", "g")), fake, planner=planner)
-    runner = PoolRunner(controller.state.pools[0], controller, started_at=time.monotonic())
+    clock = ManualClock()
+    controller = make_controller(desired(pool_yaml("p", "g")), fake, clock, planner=planner)
+    runner = PoolRunner(controller.state.pools[0], controller, started_at=clock.now())
     controller.metrics.set_pool(runner.pool)
     passing = asyncio.create_task(runner.reconcile_once())
     await eventually(planning.is_set)
@@ -296,8 +355,8 @@ async def test_planner_runs_in_a_thread_on_a_snapshot() -> None:
         seq=1,
         jibri=JibriStatus(busyStatus=BusyStatus.BUSY, healthStatus=HealthStatus.HEALTHY),
     )
-    controller.store.accept(report, time.monotonic(), managed=True)
-    runner.memory.drain_requested[instance] = time.monotonic()
+    controller.store.accept(report, clock.now(), managed=True)
+    runner.actuation.drain_requested_now(instance, clock.now())
     release.set()
     await asyncio.wait_for(passing, timeout=10)
     assert seen == [(True, [], [])]
@@ -308,10 +367,13 @@ async def test_requeue_after_is_honoured_when_sooner_than_resync() -> None:
     fake = FakeAutoScaling()
     fake.add_group("g", min_size=0, max_size=10, desired=1)
     planner = CountingPlanner(requeue_after=0.02)
-    controller = make_controller(desired(pool_yaml("p", "g", resync="1h")), fake, planner=planner)
+    clock = ManualClock()
+    state = desired(pool_yaml("p", "g", resync="1h"))
+    controller = make_controller(state, fake, clock, planner=planner, min_pass_gap=0.0)
     controller.start()
     try:
-        await eventually(lambda: planner.calls.get("g", 0) >= 4)
+        await advance_until(controller, clock, lambda: planner.calls.get("g", 0) >= 4)
+        assert clock.now() < 1000.0 + 3600.0
     finally:
         await controller.stop()
 
@@ -321,7 +383,9 @@ async def test_apply_adds_changes_and_removes_pools() -> None:
     fake = FakeAutoScaling()
     for group in ("a", "b", "c"):
         fake.add_group(group, min_size=0, max_size=10, desired=1)
-    controller = make_controller(desired(pool_yaml("a", "a"), pool_yaml("b", "b")), fake)
+    controller = make_controller(
+        desired(pool_yaml("a", "a"), pool_yaml("b", "b")), fake, ManualClock()
+    )
     controller.start()
     try:
         first_a = controller.pools["a"]
@@ -359,20 +423,21 @@ async def test_extra_steps_run_after_each_pass_and_failures_stay_contained() -> 
             raise RuntimeError("metrics endpoint down")
 
     planner = CountingPlanner(requeue_after=0.02)
+    clock = ManualClock()
     controller = make_controller(
-        desired(pool_yaml("p", "g")), fake, planner=planner, extra_steps=(publish,)
+        desired(pool_yaml("p", "g")), fake, clock, planner=planner, extra_steps=(publish,)
     )
     controller.start()
     try:
         runner = controller.pools["p"]
-        await eventually(lambda: len(seen) >= 2)
+        await advance_until(controller, clock, lambda: len(seen) >= 2)
         assert seen[0] == ("p", 2, 2)
         assert runner.failures == 0 and runner.last_success_at is not None
         assert runner.step_errors == {"publish": "metrics endpoint down"}
         errors = sample(controller.metrics, "reconcile_errors_total", pool="p", kind="internal")
         assert errors is not None and errors >= 1
         broken = False
-        await eventually(lambda: not runner.step_errors)
+        await advance_until(controller, clock, lambda: not runner.step_errors)
     finally:
         await controller.stop()
 
@@ -381,11 +446,12 @@ async def test_stop_lets_the_pass_under_way_finish(caplog: pytest.LogCaptureFixt
     """stop() waits for a pass in progress to complete, then ends every task quietly."""
     fake = GatedAutoScaling()
     fake.add_group("g", min_size=0, max_size=10, desired=1)
-    controller = make_controller(desired(pool_yaml("p", "g", low=2)), fake)
+    controller = make_controller(desired(pool_yaml("p", "g", low=2)), fake, ManualClock())
     controller.start()
     await fake.waiting.wait()
     stopping = asyncio.create_task(controller.stop())
-    await asyncio.sleep(0.05)
+    for _ in range(20):
+        await asyncio.sleep(0)
     assert not stopping.done()
     fake.gate.set()
     await asyncio.wait_for(stopping, timeout=10)
@@ -412,11 +478,11 @@ async def test_guarded_task_reports_unexpected_ends(
         if body == "raise":
             raise RuntimeError("boom")
 
-    caplog.set_level(logging.INFO, "controller.loop")
+    caplog.set_level(logging.INFO, "common.tasks")
     task = guarded_task(work(), name="worker", may_end=lambda: may_end)
     await asyncio.gather(task, return_exceptions=True)
     await asyncio.sleep(0)
-    messages = [r.getMessage() for r in caplog.records if r.name == "controller.loop"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "common.tasks"]
     if expected is None:
         assert messages == []
     else:

@@ -9,7 +9,7 @@ import pytest
 from controller.model import (
     Action,
     CompleteLifecycle,
-    Drain,
+    DrainInstance,
     InstanceState,
     LifecycleHeartbeat,
     LifecycleWait,
@@ -203,7 +203,7 @@ def test_scale_in_drains_longest_idle_first() -> None:
     fleet.add(3, report("IDLE", idle_for=600))
     fleet.add(4, report("IDLE", idle_for=350))
     result = plan(spec(), fleet.observed(), NOW)
-    assert of(result, Drain) == [Drain(longest, Reason.IDLE_EXCESS)]
+    assert of(result, DrainInstance) == [DrainInstance(longest, Reason.IDLE_EXCESS)]
     assert of(result, SetDesiredCapacity) == []
     assert of(result, Terminate) == []
 
@@ -251,7 +251,7 @@ def test_scale_in_limits(
     fleet = Fleet(**fleet_kw)  # type: ignore[arg-type]
     for n in range(count):
         fleet.add(n, report("IDLE", idle_for=idle_for[n]))
-    assert len(of(plan(spec(**overrides), fleet.observed(), NOW), Drain)) == expected
+    assert len(of(plan(spec(**overrides), fleet.observed(), NOW), DrainInstance)) == expected
 
 
 def test_draining_instances_reduce_scale_in_room() -> None:
@@ -260,7 +260,7 @@ def test_draining_instances_reduce_scale_in_room() -> None:
     fleet.add(1, report("IDLE", draining=True))
     fleet.add_many(range(2, 5), report("IDLE", idle_for=900))
     result = plan(spec(capacity={"min": 3, "max": 10}, targetFree=0), fleet.observed(), NOW)
-    assert of(result, Drain) == []
+    assert of(result, DrainInstance) == []
 
 
 def test_drain_not_repeated() -> None:
@@ -271,7 +271,7 @@ def test_drain_not_repeated() -> None:
     fleet.drain_requested[asked] = NOW - 5
     result = plan(spec(), fleet.observed(), NOW)
     assert states(result)[asked] is InstanceState.DRAINING
-    assert of(result, Drain) == []
+    assert of(result, DrainInstance) == []
 
 
 def test_drained_is_terminated_with_decrement() -> None:
@@ -427,7 +427,7 @@ def test_lifecycle_heartbeats_while_uploads_pend() -> None:
         LifecycleHeartbeat(waiting, "drain-hook", None, Reason.UPLOADS_PENDING)
     ]
     assert of(result, CompleteLifecycle) == []
-    assert of(result, Drain) == [Drain(waiting, Reason.TERMINATION_REQUESTED)]
+    assert of(result, DrainInstance) == [DrainInstance(waiting, Reason.TERMINATION_REQUESTED)]
 
 
 def test_lifecycle_no_heartbeat_before_due() -> None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from controller.model import (
     NEVER_TERMINATED,
     AsgView,
-    Drain,
+    DrainInstance,
     InstanceState,
     LifecycleWait,
     Observed,
@@ -143,7 +143,7 @@ def test_no_action_twice(case: tuple[object, Observed]) -> None:
     pool, observed = case
     result = plan(pool, observed, NOW)  # type: ignore[arg-type]
     assert len(set(result.actions)) == len(result.actions)
-    for kind in (Terminate, Drain):
+    for kind in (Terminate, DrainInstance):
         ids = [a.instance_id for a in result.actions if isinstance(a, kind)]
         assert len(ids) == len(set(ids))
     protected = [i for a in result.actions if isinstance(a, SetProtection) for i in a.instance_ids]
@@ -179,6 +179,6 @@ def test_drains_only_idle_or_terminating(case: tuple[object, Observed]) -> None:
     result = plan(pool, observed, NOW)  # type: ignore[arg-type]
     derived = {v.instance_id: v.state for v in result.instances}
     for action in result.actions:
-        if isinstance(action, Drain):
+        if isinstance(action, DrainInstance):
             assert derived[action.instance_id] in (InstanceState.IDLE, InstanceState.TERMINATING)
             assert action.instance_id not in observed.drain_requested
