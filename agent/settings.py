@@ -69,7 +69,7 @@ class Settings:
     upload_key_template: str = DEFAULT_KEY_TEMPLATE
     upload_part_size: int = 16 << 20
     upload_concurrency: int = 4
-    upload_checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.SHA256
+    upload_checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
     ready_file: Path | None = None
     """Written (atomically) with the bound listen addresses once both servers listen."""
 
@@ -256,9 +256,9 @@ OPTIONS: Final = (
     _opt("upload_concurrency", "4", concurrency, "parts uploaded at once", metavar="N"),
     _opt(
         "upload_checksum_algorithm",
-        "SHA256",
+        "CRC32C",
         lambda v: ChecksumAlgorithm(v.upper()),
-        "S3 checksum of every part and object: SHA256 or CRC32C",
+        "S3 checksum of every part and object: CRC32C (whole object) or SHA256",
         metavar="ALGO",
     ),
     _opt(

@@ -13,6 +13,9 @@ MiB: Final = 1024 * 1024
 MIN_PART_SIZE: Final = 5 * MiB
 MAX_PART_SIZE: Final = 5 * 1024 * MiB
 MAX_PARTS: Final = 10_000
+DEFAULT_PART_SIZE: Final = 16 * MiB
+DEFAULT_CONCURRENCY: Final = 4
+DEFAULT_CHECKSUM: Final = ChecksumAlgorithm.CRC32C
 _BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _SIZE_RE: Final = re.compile(r"^(\d+)\s*(|k|ki|kib|m|mi|mib|g|gi|gib)$", re.IGNORECASE)
 
@@ -25,11 +28,11 @@ class UploadConfig:
     """Value of {prefix} in the key template."""
     key_template: str = DEFAULT_KEY_TEMPLATE
     """Key of each object: {prefix} {instance} {yyyy} {mm} {dd} {hh} {session} {file}."""
-    part_size: int = 16 * MiB
+    part_size: int = DEFAULT_PART_SIZE
     """Multipart part size; files up to this size go in one PutObject."""
-    concurrency: int = 4
+    concurrency: int = DEFAULT_CONCURRENCY
     """Parts of one file uploaded at once."""
-    checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.SHA256
+    checksum_algorithm: ChecksumAlgorithm = DEFAULT_CHECKSUM
     """S3 additional checksum carried by every part and object, and verified after upload."""
     poll_interval: float = 2.0
     """Seconds between looks at an empty spool."""

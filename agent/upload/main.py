@@ -22,7 +22,14 @@ from prometheus_client import CollectorRegistry
 from agent.finalize import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from agent.spool import Spool, SpoolBusy
 from agent.upload.checksums import ChecksumAlgorithm
-from agent.upload.config import UploadConfig, part_size
+from agent.upload.config import (
+    DEFAULT_CHECKSUM,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_PART_SIZE,
+    UploadConfig,
+    concurrency,
+    part_size,
+)
 from agent.upload.keys import DEFAULT_KEY_TEMPLATE, KeyTemplateError
 from agent.upload.metrics import UploadMetrics
 from agent.upload.s3client import open_s3
@@ -38,13 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", required=True)
     p.add_argument("--prefix", default="recordings")
     p.add_argument("--key-template", default=DEFAULT_KEY_TEMPLATE)
-    p.add_argument("--part-size", type=part_size, default=16 << 20)
-    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--part-size", type=part_size, default=DEFAULT_PART_SIZE)
+    p.add_argument("--concurrency", type=concurrency, default=DEFAULT_CONCURRENCY)
     p.add_argument(
         "--checksum-algorithm",
         type=ChecksumAlgorithm,
         choices=list(ChecksumAlgorithm),
-        default=ChecksumAlgorithm.SHA256,
+        default=DEFAULT_CHECKSUM,
     )
     p.add_argument("--instance-id", default=None)
     p.add_argument("--region", default=None)

@@ -1,8 +1,9 @@
 """One local file → one verified S3 object, resumable across restarts.
 
 Files up to the part size go in a single PutObject; larger ones in a multipart upload
-with parts sent concurrently. Every body carries its checksum, and the object is read
-back with HeadObject (size and checksum) before it counts as uploaded. Progress is saved
+with parts sent concurrently. Every body carries its checksum, computed in a worker thread
+as the part is read (CRC32C and SHA-256 release the GIL), and the object is read back with
+HeadObject (size and checksum) before it counts as uploaded. Progress is saved
 after every acknowledged step, so a killed agent resumes the same multipart upload
 (checked against ListParts) or, when S3 no longer has it, starts the file over.
 """
@@ -10,6 +11,7 @@ after every acknowledged step, so a killed agent resumes the same multipart uplo
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,7 +26,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from agent.upload.checksums import checksum, composite, same_checksum
+from agent.upload.checksums import ChecksumAlgorithm, checksum, object_checksum, same_checksum
 from agent.upload.config import UploadConfig
 from agent.upload.keys import content_type
 from agent.upload.metrics import UploadMetrics
@@ -46,13 +48,21 @@ class PermanentUploadError(Exception):
     """The recording cannot be uploaded without an operator; it goes to failed/."""
 
 
-def _read_range(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
+def read_part(
+    path: Path, offset: int, length: int, algorithm: ChecksumAlgorithm
+) -> tuple[io.BytesIO, str]:
+    """`length` bytes of `path` from `offset`, read straight into a buffer that the HTTP client
+    can send without copying, and their checksum."""
+    body = io.BytesIO()
+    if length:
+        body.seek(length - 1)
+        body.write(b"\0")
+    with open(path, "rb") as f, body.getbuffer() as view:
         f.seek(offset)
-        data = f.read(length)
-    if len(data) != length:
-        raise OSError(f"{path} is shorter than when it was spooled")
-    return data
+        if f.readinto(view) != length:
+            raise OSError(f"{path} is shorter than when it was spooled")
+        digest = checksum(algorithm, view)
+    return body, digest
 
 
 def _etag(value: str) -> str:
@@ -146,12 +156,17 @@ class ObjectUploader:
         self._metrics.objects.inc()
 
     def _expected_checksum(self, record: FileRecord) -> str | None:
+        if record.algorithm is not self._algorithm:
+            return None
         if record.part_size is None:
             return record.checksum
         count = -(-record.size // record.part_size)
         if sorted(record.parts) != list(range(1, count + 1)):
             return None
-        return composite(self._algorithm, [record.parts[n].checksum for n in range(1, count + 1)])
+        return object_checksum(
+            self._algorithm,
+            [(record.parts[n].checksum, record.parts[n].size) for n in range(1, count + 1)],
+        )
 
     async def _already_there(self, record: FileRecord) -> bool:
         """Whether S3 holds exactly this file under its key (size and checksum)."""
@@ -170,13 +185,9 @@ class ObjectUploader:
             return True
         return same_checksum(expected, head.checksum)
 
-    async def _read(self, path: Path, offset: int, length: int) -> tuple[bytes, str]:
-        def read() -> tuple[bytes, str]:
-            data = _read_range(path, offset, length)
-            return data, checksum(self._algorithm, data)
-
+    async def _read(self, path: Path, offset: int, length: int) -> tuple[io.BytesIO, str]:
         try:
-            return await asyncio.to_thread(read)
+            return await asyncio.to_thread(read_part, path, offset, length, self._algorithm)
         except OSError as error:
             raise PermanentUploadError(f"cannot read {path}: {error}") from error
 
@@ -185,6 +196,7 @@ class ObjectUploader:
     ) -> None:
         data, digest = await self._read(path, 0, record.size)
         record.restart()
+        record.algorithm = self._algorithm
         record.checksum = digest
         record.attempted = True
         await store.save()
@@ -199,15 +211,21 @@ class ObjectUploader:
                 metadata=metadata,
             ),
         )
-        self._metrics.bytes.inc(len(data))
+        self._metrics.bytes.inc(record.size)
 
     async def _multipart(
         self, path: Path, record: FileRecord, metadata: Mapping[str, str], store: StateStore
     ) -> None:
-        if record.upload_id is not None:
+        if record.upload_id is not None and record.algorithm is not self._algorithm:
+            # Begun under another checksum algorithm, whose parts cannot complete with ours:
+            # start over (the old upload is aborted as a stray once the recording is in S3).
+            log.info("checksum algorithm of %s changed; starting the file over", record.key)
+            record.upload_id = None
+        elif record.upload_id is not None:
             await self._reconcile_parts(record)
         if record.upload_id is None:
             record.restart()
+            record.algorithm = self._algorithm
             record.part_size = self._config.part_size_for(record.size)
             record.upload_id = await self.call(
                 "CreateMultipartUpload",
@@ -254,11 +272,12 @@ class ObjectUploader:
             CompletedPart(n, record.parts[n].etag, record.parts[n].checksum)
             for n in range(1, count + 1)
         ]
+        whole = self._expected_checksum(record) if self._algorithm.full_object else None
         await self.call(
             "CompleteMultipartUpload",
             record.key,
             lambda: self._s3.complete_multipart_upload(
-                key=record.key, upload_id=upload_id, parts=parts
+                key=record.key, upload_id=upload_id, parts=parts, checksum=whole
             ),
         )
 

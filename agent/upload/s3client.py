@@ -10,6 +10,7 @@ Errors reach the uploader in three kinds (see `classify`):
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -74,13 +75,18 @@ class MultipartUploadRef:
 
 
 class S3(Protocol):
-    """One bucket, one checksum algorithm; every method raises only S3Error kinds."""
+    """One bucket, one checksum algorithm; every method raises only S3Error kinds.
+
+    Bodies are BytesIO buffers that own their bytes: the HTTP client sends them in slices
+    without a copy (bytes would be copied whole on the event loop), from the start on each
+    call, so a retry sends the same body again.
+    """
 
     async def put_object(
         self,
         *,
         key: str,
-        body: bytes,
+        body: io.BytesIO,
         checksum: str,
         content_type: str,
         metadata: Mapping[str, str],
@@ -91,14 +97,16 @@ class S3(Protocol):
     ) -> str: ...
 
     async def upload_part(
-        self, *, key: str, upload_id: str, number: int, body: bytes, checksum: str
+        self, *, key: str, upload_id: str, number: int, body: io.BytesIO, checksum: str
     ) -> str: ...
 
     async def list_parts(self, *, key: str, upload_id: str) -> list[ListedPart]: ...
 
     async def complete_multipart_upload(
-        self, *, key: str, upload_id: str, parts: Sequence[CompletedPart]
-    ) -> None: ...
+        self, *, key: str, upload_id: str, parts: Sequence[CompletedPart], checksum: str | None
+    ) -> None:
+        """`checksum`: the whole object's, which S3 checks (FULL_OBJECT algorithms only)."""
+        ...
 
     async def abort_multipart_upload(self, *, key: str, upload_id: str) -> None: ...
 
@@ -187,11 +195,12 @@ class AioS3:
         self,
         *,
         key: str,
-        body: bytes,
+        body: io.BytesIO,
         checksum: str,
         content_type: str,
         metadata: Mapping[str, str],
     ) -> None:
+        body.seek(0)
         try:
             await self._client.put_object(
                 Bucket=self._bucket,
@@ -207,6 +216,9 @@ class AioS3:
     async def create_multipart_upload(
         self, *, key: str, content_type: str, metadata: Mapping[str, str]
     ) -> str:
+        kind: dict[str, Any] = {}
+        if self._algorithm.full_object:
+            kind["ChecksumType"] = "FULL_OBJECT"
         try:
             answer = await self._client.create_multipart_upload(
                 Bucket=self._bucket,
@@ -214,14 +226,16 @@ class AioS3:
                 ContentType=content_type,
                 Metadata=dict(metadata),
                 ChecksumAlgorithm=self._algorithm.value,
+                **kind,
             )
         except _CALL_ERRORS as error:
             raise classify("CreateMultipartUpload", error) from error
         return answer["UploadId"]
 
     async def upload_part(
-        self, *, key: str, upload_id: str, number: int, body: bytes, checksum: str
+        self, *, key: str, upload_id: str, number: int, body: io.BytesIO, checksum: str
     ) -> str:
+        body.seek(0)
         try:
             answer = await self._client.upload_part(
                 Bucket=self._bucket,
@@ -260,18 +274,22 @@ class AioS3:
             raise classify("ListParts", error) from error
 
     async def complete_multipart_upload(
-        self, *, key: str, upload_id: str, parts: Sequence[CompletedPart]
+        self, *, key: str, upload_id: str, parts: Sequence[CompletedPart], checksum: str | None
     ) -> None:
         listed: list[Any] = [
             {"PartNumber": p.number, "ETag": p.etag, self._algorithm.field: p.checksum}
             for p in parts
         ]
+        whole: dict[str, Any] = {}
+        if checksum is not None and self._algorithm.full_object:
+            whole = {"ChecksumType": "FULL_OBJECT", self._algorithm.field: checksum}
         try:
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket,
                 Key=key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": listed},
+                **whole,
             )
         except _CALL_ERRORS as error:
             raise classify("CompleteMultipartUpload", error) from error

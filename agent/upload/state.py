@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from agent.spool import STATE_NAME, write_durably
+from agent.upload.checksums import ChecksumAlgorithm
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class FileRecord(BaseModel):
     key: str
     size: int
     mtime_ns: int
+    algorithm: ChecksumAlgorithm | None = None
+    """Algorithm of `checksum` and the parts' checksums (None in state from before it was kept)."""
     checksum: str | None = None
     """Whole-object checksum of a single PutObject, known before the PUT is sent."""
     part_size: int | None = None
@@ -46,6 +49,7 @@ class FileRecord(BaseModel):
 
     def restart(self) -> None:
         """Forget the upload so far; the next attempt starts from nothing."""
+        self.algorithm = None
         self.checksum = None
         self.part_size = None
         self.upload_id = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import json
 import os
 import signal
@@ -127,7 +128,12 @@ def composite_sha256(path: Path, part_size: int) -> str:
     return base64.b64encode(hashlib.sha256(b"".join(digests_)).digest()).decode()
 
 
-def assert_uploaded(s3: Any, entry_name: str, expected: dict[str, tuple[int, str]]) -> None:
+def assert_uploaded(
+    s3: Any,
+    entry_name: str,
+    expected: dict[str, tuple[int, str]],
+    algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C,
+) -> None:
     """Every file is in S3 under its key, byte for byte, with checksum and metadata."""
     at, session = parse_entry_name(entry_name)  # type: ignore[misc]
     prefix = f"recordings/{at:%Y/%m/%d}/{session}/"
@@ -137,19 +143,22 @@ def assert_uploaded(s3: Any, entry_name: str, expected: dict[str, tuple[int, str
         key = prefix + name
         head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
         assert head["ContentLength"] == size
-        assert head["ChecksumSHA256"]
+        assert head[algorithm.field]
         assert head["Metadata"] == {
             "jibri-session": session,
             "meeting-url": "https://meet.example.com/Weekly Sync %C3%9Cn%C3%AFcode",
         }
         body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == digest, f"{key} differs from the recording"
+        if algorithm.full_object:
+            assert head[algorithm.field] == checksum(algorithm, body), f"{key}: whole-object CRC"
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
 
 def test_finalize_then_upload(tmp_path: Path, emulator: Emulator, s3: Any) -> None:
     """Finalize hands over at once; the uploader puts every file in S3 (the large one in
-    several parts, composite checksum verified) and deletes the recording only afterwards."""
+    several parts, SHA256 composite checksum verified) and deletes the recording only
+    afterwards."""
     recording = make_recording(tmp_path / "recordings", "sess-e2e", 52 * MiB + 17)
     expected = digests(recording)
     big = recording / "sess-e2e.mp4"
@@ -157,7 +166,9 @@ def test_finalize_then_upload(tmp_path: Path, emulator: Emulator, s3: Any) -> No
     entry = finalize(recording, tmp_path / "spool")
     assert not recording.exists() and digests(entry) == expected
 
-    process = uploader(emulator, emulator.endpoint, tmp_path / "spool")
+    process = uploader(
+        emulator, emulator.endpoint, tmp_path / "spool", "--checksum-algorithm", "SHA256"
+    )
     deleted_before_complete = []
     while process.poll() is None:
         if not entry.exists():
@@ -168,7 +179,7 @@ def test_finalize_then_upload(tmp_path: Path, emulator: Emulator, s3: Any) -> No
     assert process.returncode == 0, output
     assert not any(deleted_before_complete), "the recording was deleted before it was in S3"
     assert not entry.exists() and Spool(tmp_path / "spool").pending_count() == 0
-    assert_uploaded(s3, entry.name, expected)
+    assert_uploaded(s3, entry.name, expected, ChecksumAlgorithm.SHA256)
     at, session = parse_entry_name(entry.name)  # type: ignore[misc]
     key = f"recordings/{at:%Y/%m/%d}/{session}/sess-e2e.mp4"
     head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
@@ -340,24 +351,25 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
 def test_crc32c_checksums_verify_against_the_emulator(
     tmp_path: Path, emulator: Emulator, s3: Any
 ) -> None:
-    """With CRC32C, parts and objects carry CRC32C checksums that S3 reports back."""
+    """By default parts carry CRC32C checksums, and the multipart object the CRC32C of its
+    whole body (FULL_OBJECT), which S3 reports back."""
     recording = make_recording(tmp_path / "recordings", "sess-crc", 12 * MiB)
     expected = digests(recording)
     entry = finalize(recording, tmp_path / "spool")
-    process = uploader(
-        emulator, emulator.endpoint, tmp_path / "spool", "--checksum-algorithm", "CRC32C"
-    )
+    process = uploader(emulator, emulator.endpoint, tmp_path / "spool")
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 0, output
     at, session = parse_entry_name(entry.name)  # type: ignore[misc]
     key = f"recordings/{at:%Y/%m/%d}/{session}/sess-crc.mp4"
     head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
-    parts = []
     body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-    for offset in range(0, len(body), 5 * MiB):
-        parts.append(crc32c.crc32c(body[offset : offset + 5 * MiB]).to_bytes(4, "big"))
-    whole = base64.b64encode(crc32c.crc32c(b"".join(parts)).to_bytes(4, "big")).decode()
-    assert head["ChecksumCRC32C"].split("-")[0] == whole
+    whole = base64.b64encode(crc32c.crc32c(body).to_bytes(4, "big")).decode()
+    assert head["ChecksumCRC32C"] == whole and head["ChecksumType"] == "FULL_OBJECT"
+    assert head["ETag"].strip('"').endswith("-3"), "the file went in 3 parts"
+    parts = s3.get_object_attributes(
+        Bucket=BUCKET, Key=key, ObjectAttributes=["ObjectParts", "Checksum"]
+    )
+    assert parts["Checksum"]["ChecksumType"] == "FULL_OBJECT"
     assert hashlib.sha256(body).hexdigest() == expected["sess-crc.mp4"][1]
 
 
@@ -376,8 +388,9 @@ def test_a_missing_bucket_sends_the_recording_to_failed(tmp_path: Path, emulator
     assert spool.pending_count() == 1
 
 
+@pytest.mark.parametrize("algorithm", [pytest.param(a, id=a.value) for a in ChecksumAlgorithm])
 async def test_the_body_checksum_is_signed_instead_of_the_payload(
-    emulator: Emulator, s3: Any, monkeypatch: pytest.MonkeyPatch
+    emulator: Emulator, s3: Any, monkeypatch: pytest.MonkeyPatch, algorithm: ChecksumAlgorithm
 ) -> None:
     """Bodies are not hashed twice: the payload goes unsigned, but its checksum header is
     signed, so S3 still rejects a body changed on the way."""
@@ -385,7 +398,7 @@ async def test_the_body_checksum_is_signed_instead_of_the_payload(
         monkeypatch.setenv(name, value)
     seen: list[dict[str, str]] = []
     body = b"recording bytes"
-    async with open_s3(BUCKET, ChecksumAlgorithm.SHA256) as client:
+    async with open_s3(BUCKET, algorithm) as client:
         client._client.meta.events.register(
             "before-send.s3.PutObject",
             lambda request, **_: seen.append(
@@ -397,13 +410,15 @@ async def test_the_body_checksum_is_signed_instead_of_the_payload(
         )
         await client.put_object(
             key="k",
-            body=body,
-            checksum=checksum(ChecksumAlgorithm.SHA256, body),
+            body=io.BytesIO(body),
+            checksum=checksum(algorithm, body),
             content_type="video/mp4",
             metadata={},
         )
     [headers] = seen
     assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
     signed = headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
-    assert "x-amz-checksum-sha256" in signed
+    assert f"x-amz-checksum-{algorithm.value.lower()}" in signed
+    assert not [h for h in headers if h.startswith("x-amz-checksum-") and h not in signed]
+    assert "content-md5" not in headers, "botocore hashed the body again"
     assert s3.get_object(Bucket=BUCKET, Key="k")["Body"].read() == body

@@ -1,12 +1,15 @@
 """An in-memory S3 behind agent.upload.s3client.S3, for unit tests of the uploader.
 
-It checks what real S3 checks (body checksums, part ETags on completion) and can be told
-to fail a given operation a number of times with a given error.
+It checks what real S3 checks (body checksums, part ETags on completion, the whole-object
+checksum a FULL_OBJECT upload completes with) and can be told to fail a given operation a
+number of times with a given error. Unit tests use it for what the emulator cannot do:
+fail a chosen call a chosen number of times, and count calls.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +44,9 @@ class Upload:
     parts: dict[int, tuple[bytes, str, str]] = field(default_factory=dict)
 
 
+_checksum = checksum  # the methods' `checksum` arguments shadow it
+
+
 def transient(operation: str) -> S3Error:
     return TransientS3Error(operation, "SlowDown", "please reduce your request rate")
 
@@ -50,7 +56,7 @@ def denied(operation: str) -> S3Error:
 
 
 class FakeS3:
-    def __init__(self, algorithm: ChecksumAlgorithm = ChecksumAlgorithm.SHA256) -> None:
+    def __init__(self, algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C) -> None:
         self.algorithm = algorithm
         self.objects: dict[str, StoredObject] = {}
         self.uploads: dict[str, Upload] = {}
@@ -68,21 +74,22 @@ class FakeS3:
             raise self.failures[operation].pop(0)(operation)
 
     def _check_body(self, operation: str, body: bytes, claimed: str) -> None:
-        if checksum(self.algorithm, body) != claimed:
+        if _checksum(self.algorithm, body) != claimed:
             raise TransientS3Error(operation, "BadDigest", "checksum mismatch")
 
     async def put_object(
         self,
         *,
         key: str,
-        body: bytes,
+        body: io.BytesIO,
         checksum: str,
         content_type: str,
         metadata: Mapping[str, str],
     ) -> None:
         self._enter("PutObject")
-        self._check_body("PutObject", body, checksum)
-        self.objects[key] = StoredObject(body, checksum, content_type, dict(metadata))
+        data = body.getvalue()
+        self._check_body("PutObject", data, checksum)
+        self.objects[key] = StoredObject(data, checksum, content_type, dict(metadata))
 
     async def create_multipart_upload(
         self, *, key: str, content_type: str, metadata: Mapping[str, str]
@@ -101,13 +108,14 @@ class FakeS3:
         return upload
 
     async def upload_part(
-        self, *, key: str, upload_id: str, number: int, body: bytes, checksum: str
+        self, *, key: str, upload_id: str, number: int, body: io.BytesIO, checksum: str
     ) -> str:
         self._enter("UploadPart")
         upload = self._upload("UploadPart", key, upload_id)
-        self._check_body("UploadPart", body, checksum)
-        etag = f'"{hashlib.md5(body).hexdigest()}"'
-        upload.parts[number] = (body, etag, checksum)
+        data = body.getvalue()
+        self._check_body("UploadPart", data, checksum)
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        upload.parts[number] = (data, etag, checksum)
         return etag
 
     async def list_parts(self, *, key: str, upload_id: str) -> list[ListedPart]:
@@ -119,7 +127,7 @@ class FakeS3:
         ]
 
     async def complete_multipart_upload(
-        self, *, key: str, upload_id: str, parts: Sequence[CompletedPart]
+        self, *, key: str, upload_id: str, parts: Sequence[CompletedPart], checksum: str | None
     ) -> None:
         self._enter("CompleteMultipartUpload")
         upload = self._upload("CompleteMultipartUpload", key, upload_id)
@@ -128,7 +136,12 @@ class FakeS3:
             if held is None or held[1] != part.etag or held[2] != part.checksum:
                 raise PermanentS3Error("CompleteMultipartUpload", "InvalidPart", str(part.number))
         body = b"".join(upload.parts[p.number][0] for p in parts)
-        whole = composite(self.algorithm, [upload.parts[p.number][2] for p in parts])
+        if self.algorithm.full_object:
+            whole = _checksum(self.algorithm, body)
+            if checksum is not None and checksum != whole:
+                raise PermanentS3Error("CompleteMultipartUpload", "BadDigest", "checksum mismatch")
+        else:
+            whole = composite(self.algorithm, [upload.parts[p.number][2] for p in parts])
         self.objects[key] = StoredObject(body, whole, upload.content_type, upload.metadata)
         del self.uploads[upload_id]
 

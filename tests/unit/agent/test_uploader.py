@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,24 @@ from prometheus_client import CollectorRegistry
 
 from agent.settings import Settings, SettingsError, load_settings
 from agent.spool import FAILURE_NAME, MARKER_NAME, EntryInfo, Spool, entry_name
-from agent.upload.checksums import ChecksumAlgorithm, checksum, composite, same_checksum
+from agent.upload.checksums import (
+    ChecksumAlgorithm,
+    checksum,
+    composite,
+    crc32c_combine,
+    object_checksum,
+    same_checksum,
+)
 from agent.upload.config import MiB, UploadConfig
 from agent.upload.keys import KeyTemplate, KeyTemplateError, key_segment, metadata_value
 from agent.upload.metrics import UploadMetrics
-from agent.upload.s3client import NoSuchUploadError, PermanentS3Error, TransientS3Error, classify
+from agent.upload.s3client import (
+    CompletedPart,
+    NoSuchUploadError,
+    PermanentS3Error,
+    TransientS3Error,
+    classify,
+)
 from agent.upload.state import FileRecord, PartRecord, StateStore
 from agent.upload.uploader import Uploader, recording_files
 from tests.support.fake_s3 import FakeS3, denied
@@ -44,11 +58,9 @@ def spooled(spool: Spool, files: dict[str, bytes], *, session: str = SESSION) ->
 class Rig:
     def __init__(self, tmp_path: Path, instance_id: str | None = None, **config: object) -> None:
         self.spool = Spool(tmp_path / "spool")
-        self.s3 = FakeS3(
-            config.get("checksum_algorithm", ChecksumAlgorithm.SHA256)  # type: ignore[arg-type]
-        )
-        self.registry = CollectorRegistry()
         self.config = UploadConfig(**{"bucket": "recordings", "part_size": PART, **config})  # type: ignore[arg-type]
+        self.s3 = FakeS3(self.config.checksum_algorithm)
+        self.registry = CollectorRegistry()
         self.metrics = UploadMetrics(self.registry, self.spool, lambda: T0 + timedelta(minutes=1))
         self.uploader = self.make(instance_id)
 
@@ -169,7 +181,7 @@ def test_composite_checksum_and_comparison() -> None:
 
 def _client_error(code: str, status: int) -> ClientError:
     return ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},  # type: ignore[typeddict-item]
         "PutObject",
     )
 
@@ -259,11 +271,85 @@ def assert_local_copy(entry: Path) -> None:
 
 
 async def test_crc32c_uploads_verify(tmp_path: Path) -> None:
-    """With CRC32C every part and object carries a CRC32C and verifies."""
-    rig = Rig(tmp_path, checksum_algorithm=ChecksumAlgorithm.CRC32C)
+    """With CRC32C (the default) every part carries a CRC32C, and the multipart object the
+    CRC32C of its whole body (FULL_OBJECT), which the completion carries and S3 checks."""
+    rig = Rig(tmp_path)
+    video = os.urandom(2 * PART + 1)
+    spooled(rig.spool, {"a.mp4": video, "b.json": b"{}"})
+    assert await rig.uploader.run_once() == 1
+    assert rig.config.checksum_algorithm is ChecksumAlgorithm.CRC32C
+    assert rig.s3.objects[key("a.mp4")].checksum == checksum(ChecksumAlgorithm.CRC32C, video)
+    assert rig.s3.calls.count("UploadPart") == 3
+
+
+async def test_sha256_uploads_verify_with_a_composite_checksum(tmp_path: Path) -> None:
+    """With SHA256, which S3 cannot combine, the multipart object's checksum is COMPOSITE."""
+    rig = Rig(tmp_path, checksum_algorithm=ChecksumAlgorithm.SHA256)
     spooled(rig.spool, {"a.mp4": os.urandom(PART + 1), "b.json": b"{}"})
     assert await rig.uploader.run_once() == 1
     assert rig.s3.objects[key("a.mp4")].checksum.endswith("-2")
+
+
+async def test_a_wrong_whole_object_checksum_fails_the_completion(tmp_path: Path) -> None:
+    """S3 refuses to complete a FULL_OBJECT upload whose whole-object checksum is wrong, so a
+    bad combination of part checksums could never pass as verified."""
+    rig = Rig(tmp_path)
+    upload_id = await rig.s3.create_multipart_upload(key="k", content_type="video/mp4", metadata={})
+    body = os.urandom(PART)
+    ck = checksum(ChecksumAlgorithm.CRC32C, body)
+    etag = await rig.s3.upload_part(
+        key="k", upload_id=upload_id, number=1, body=io.BytesIO(body), checksum=ck
+    )
+    with pytest.raises(PermanentS3Error, match="BadDigest"):
+        await rig.s3.complete_multipart_upload(
+            key="k",
+            upload_id=upload_id,
+            parts=[CompletedPart(1, etag, ck)],
+            checksum=checksum(ChecksumAlgorithm.CRC32C, body[1:]),
+        )
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        pytest.param([5, 5, 3], id="equal-parts-and-a-short-tail"),
+        pytest.param([1], id="one-part"),
+        pytest.param([0, 7, 0], id="empty-pieces"),
+        pytest.param([4096, 1, 65537], id="uneven"),
+    ],
+)
+def test_whole_object_crc32c_from_part_crcs(sizes: list[int]) -> None:
+    """The CRC32C combined from the pieces' CRCs and lengths equals the CRC32C of the whole."""
+    pieces = [os.urandom(n) for n in sizes]
+    parts = [(checksum(ChecksumAlgorithm.CRC32C, p), len(p)) for p in pieces]
+    whole = checksum(ChecksumAlgorithm.CRC32C, b"".join(pieces))
+    assert object_checksum(ChecksumAlgorithm.CRC32C, parts) == whole
+    assert crc32c_combine(0, 0, 0) == 0
+
+
+async def test_an_upload_begun_under_another_algorithm_starts_over(rig: Rig) -> None:
+    """A multipart upload saved under another checksum algorithm (e.g. before an upgrade
+    changed the default) cannot complete with this one: the file starts over, and the old
+    upload is aborted."""
+    video = os.urandom(2 * PART)
+    entry = spooled(rig.spool, {"v.mp4": video})
+    old = await rig.s3.create_multipart_upload(key=key("v.mp4"), content_type="", metadata={})
+    st = (entry / "v.mp4").stat()
+    store = StateStore(entry)
+    store.state.files["v.mp4"] = FileRecord(
+        key=key("v.mp4"),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        algorithm=ChecksumAlgorithm.SHA256,
+        part_size=PART,
+        upload_id=old,
+        parts={1: PartRecord(etag='"x"', checksum="y", size=PART)},
+        attempted=True,
+    )
+    await store.save()
+    assert await rig.uploader.run_once() == 1
+    assert rig.s3.calls.count("UploadPart") == 2 and "ListParts" not in rig.s3.calls
+    assert rig.s3.objects[key("v.mp4")].body == video and rig.s3.uploads == {}
 
 
 async def test_transient_errors_are_retried_until_they_pass(rig: Rig) -> None:
@@ -319,15 +405,16 @@ async def test_resume_uploads_only_the_missing_parts(rig: Rig) -> None:
         key=key("v.mp4"),
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
+        algorithm=rig.config.checksum_algorithm,
         part_size=PART,
         upload_id=upload_id,
         attempted=True,
     )
     for n in (1, 2):
         body = video[(n - 1) * PART : n * PART]
-        ck = checksum(ChecksumAlgorithm.SHA256, body)
+        ck = checksum(rig.config.checksum_algorithm, body)
         etag = await rig.s3.upload_part(
-            key=record.key, upload_id=upload_id, number=n, body=body, checksum=ck
+            key=record.key, upload_id=upload_id, number=n, body=io.BytesIO(body), checksum=ck
         )
         record.parts[n] = PartRecord(etag=etag, checksum=ck, size=PART)
     store.state.files["v.mp4"] = record
@@ -348,6 +435,7 @@ async def test_resume_of_a_vanished_upload_starts_over(rig: Rig) -> None:
         key=key("v.mp4"),
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
+        algorithm=rig.config.checksum_algorithm,
         part_size=PART,
         upload_id="gone",
         attempted=True,
