@@ -55,7 +55,7 @@ def _document(instance_id: str) -> bytes:
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     ordered = sorted(samples_ns)
-    cut = statistics.quantiles(ordered, n=100)
+    cut = statistics.quantiles(ordered, n=100, method="inclusive")
     return {
         "p50_us": round(cut[49] / 1000, 1),
         "p99_us": round(cut[98] / 1000, 1),
