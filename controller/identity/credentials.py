@@ -145,16 +145,25 @@ def load_secrets(path: Path | None) -> list[bytes]:
         )
         return [os.urandom(MIN_SECRET_BYTES)]
     try:
-        lines = path.read_bytes().splitlines()
+        content = path.read_bytes()
     except OSError as exc:
         raise SecretError(f"cannot read the credential secret file {path}: {exc.strerror}") from exc
-    secrets = [line.strip() for line in lines if line.strip()]
+    return _secrets(content, f"the credential secret file {path}")
+
+
+def secrets_from_text(text: str, where: str) -> list[bytes]:
+    """Secrets given as text (one per line), such as an environment variable's value."""
+    return _secrets(text.encode(), where)
+
+
+def _secrets(content: bytes, where: str) -> list[bytes]:
+    secrets = [line.strip() for line in content.splitlines() if line.strip()]
     if not secrets:
-        raise SecretError(f"the credential secret file {path} is empty")
+        raise SecretError(f"{where} is empty")
     for number, secret in enumerate(secrets, start=1):
         if len(secret) < MIN_SECRET_BYTES:
             raise SecretError(
-                f"{path}, line {number}: a secret must be at least {MIN_SECRET_BYTES} bytes "
+                f"{where}, line {number}: a secret must be at least {MIN_SECRET_BYTES} bytes "
                 "(for example `openssl rand -hex 32`)"
             )
     return secrets

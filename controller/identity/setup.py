@@ -10,14 +10,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common.durations import parse_duration
 from common.logs import event
-from controller.identity.credentials import CredentialIssuer, SecretError, load_secrets
+from controller.identity.credentials import (
+    CredentialIssuer,
+    SecretError,
+    load_secrets,
+    secrets_from_text,
+)
 from controller.identity.document import (
     CertificateError,
     DocumentVerifier,
@@ -41,6 +46,8 @@ class IdentityOptions:
     accounts: tuple[str, ...]
     """Empty: the account of the controller's own AWS credentials."""
     secret_file: Path | None
+    secret_env: str | None = None
+    """The secrets from $JIBRI_AUTOSCALER_IDENTITY_SECRET, used when there is no file."""
     credential_ttl: float = 3600.0
     max_clock_skew: float = 300.0
     insecure: bool = False
@@ -85,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--identity-secret-file",
         type=Path,
         metavar="FILE",
-        help="credential secrets, one per line, the first signs (default: random at start)",
+        help=f"credential secrets, one per line, the first signs (else ${SECRET_ENV}, else random)",
     )
     group.add_argument(
         "--credential-ttl",
@@ -108,7 +115,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def options_from(args: argparse.Namespace) -> IdentityOptions:
+SECRET_ENV: Final = "JIBRI_AUTOSCALER_IDENTITY_SECRET"
+"""Credential secrets (one per line) when no --identity-secret-file is given (ECS secrets)."""
+
+
+def options_from(args: argparse.Namespace, environ: Mapping[str, str]) -> IdentityOptions:
     if args.identity_certs is None and not args.insecure_identity:
         raise IdentitySetupError(
             "no --identity-certs: give the directory of AWS's RSA certificates "
@@ -118,6 +129,7 @@ def options_from(args: argparse.Namespace) -> IdentityOptions:
         certs=args.identity_certs,
         accounts=tuple(args.identity_account),
         secret_file=args.identity_secret_file,
+        secret_env=environ.get(SECRET_ENV) if args.identity_secret_file is None else None,
         credential_ttl=args.credential_ttl,
         max_clock_skew=args.max_clock_skew,
         insecure=args.insecure_identity,
@@ -193,9 +205,12 @@ async def build_registrar(
                 f"({exc}); give --identity-account"
             ) from exc
     try:
-        issuer = CredentialIssuer(
-            load_secrets(options.secret_file), ttl=options.credential_ttl, wall_clock=wall_clock
+        secrets = (
+            secrets_from_text(options.secret_env, SECRET_ENV)
+            if options.secret_env
+            else load_secrets(options.secret_file)
         )
+        issuer = CredentialIssuer(secrets, ttl=options.credential_ttl, wall_clock=wall_clock)
     except SecretError as exc:
         raise IdentitySetupError(str(exc)) from exc
     event(log, "identity ready", accounts=list(accounts), insecure=options.insecure)

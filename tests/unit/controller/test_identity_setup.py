@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import NoCredentialsError
 
+from controller.identity.credentials import CredentialIssuer
 from controller.identity.document import SignedDocuments, UnsignedDocuments
 from controller.identity.setup import (
     FleetMembership,
@@ -46,8 +48,8 @@ async def _no_account() -> str:
 def test_identity_needs_certificates_or_an_explicit_insecure_mode() -> None:
     """Without --identity-certs the controller refuses to start unless told it is insecure."""
     with pytest.raises(IdentitySetupError, match="--insecure-identity"):
-        options_from(_parse())
-    assert options_from(_parse("--insecure-identity")).insecure
+        options_from(_parse(), {})
+    assert options_from(_parse("--insecure-identity"), {}).insecure
 
 
 @pytest.mark.parametrize(
@@ -78,7 +80,7 @@ async def test_certificates_secret_and_accounts_are_loaded(tmp_path: Path) -> No
         "--credential-ttl",
         "10m",
     )
-    registrar = await build_registrar(options_from(args), _Always(), own_account=_no_account)
+    registrar = await build_registrar(options_from(args, {}), _Always(), own_account=_no_account)
     assert isinstance(registrar.verifier, SignedDocuments)
     assert registrar.policy.allowed_accounts == {"111111111111"}
     assert registrar.issuer.ttl == 600
@@ -145,3 +147,14 @@ def test_membership_comes_from_the_pools() -> None:
     assert not membership.managed("i-0bbbbbbbbbbbbbbbb")
     membership.look_again(3.0)
     assert [runner.triggered for runner in pools.pools.values()] == [[3.0], [3.0]]
+
+
+async def test_secrets_may_come_from_the_environment() -> None:
+    """Without a secret file, $JIBRI_AUTOSCALER_IDENTITY_SECRET's lines are the secrets."""
+    env = {"JIBRI_AUTOSCALER_IDENTITY_SECRET": "n" * 32 + "\n" + "o" * 32}
+    options = options_from(_parse("--insecure-identity", "--identity-account", "1" * 12), env)
+    registrar = await build_registrar(options, _Always(), own_account=_no_account)
+    old = CredentialIssuer([b"o" * 32], ttl=60, wall_clock=time.time).issue(
+        "i-0aaaaaaaaaaaaaaaa", "b"
+    )
+    assert registrar.issuer.verify(old.token, "i-0aaaaaaaaaaaaaaaa", "b")
