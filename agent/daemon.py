@@ -19,6 +19,7 @@ from agent.drain import MARKER_NAME, Drainer, DrainMarker
 from agent.fallback import Fallback
 from agent.identity import Identity, IdentityError, resolve_identity
 from agent.jibri import JibriClient, Probe
+from agent.leftovers import Adopter, pending_leftovers, session_dirs
 from agent.metrics import AgentMetrics, metrics_app
 from agent.reporter import Reporter
 from agent.servers import StartupError, ready_file, serving
@@ -85,19 +86,41 @@ class Agent:
             interval=settings.report_interval,
             timeout=settings.request_timeout,
         )
+        self.adopter = Adopter(
+            settings.recordings_dir,
+            self.spool,
+            self.jibri,
+            metrics,
+            quiet_for=settings.recordings_quiet_for,
+            interval=settings.poll_interval,
+        )
         self.fallback: Fallback | None = None
         self.uploader: Uploader | None = None
         self._spool_log = Transitions(log, "spool", path=str(settings.spool_dir))
+        self._recordings_log = Transitions(
+            log, "recordings directory", path=str(settings.recordings_dir)
+        )
 
     def pending_uploads(self) -> int:
+        """Recordings on this instance not yet verified in S3: the spool's and those left in
+        Jibri's recordings directory. Unreadable is not empty: it counts as one pending."""
+        # The recordings directory first: a hand-off under way is then counted twice at worst.
+        try:
+            found = session_dirs(self.settings.recordings_dir)
+            left = pending_leftovers(len(found), self.board.probe)
+        except OSError as exc:
+            self._recordings_log.failed("unreadable", f"cannot list ({exc}); counting 1 pending")
+            left = 1
+        else:
+            self._recordings_log.ok("readable again")
+        self.metrics.recordings_left.set(left)
         try:
             count = self.spool.pending_count()
         except OSError as exc:
-            # Unreadable is not empty: claim one pending so the instance stays protected.
-            self._spool_log.failed("unreadable", f"cannot read ({exc}); reporting 1 pending")
-            return max(self.board.pending_uploads, 1)
+            self._spool_log.failed("unreadable", f"cannot read ({exc}); counting 1 pending")
+            return max(self.board.pending_uploads, 1 + left)
         self._spool_log.ok("readable again")
-        return count
+        return count + left
 
     def local_state(self) -> LocalState:
         pending = self.pending_uploads()
@@ -153,6 +176,7 @@ def agent_tasks(agent: Agent) -> list[NamedTask]:
         NamedTask("jibri-poller", agent.poll_jibri),
         NamedTask("drain", agent.drive_drain),
         NamedTask("reporter", agent.reporter.run),
+        NamedTask("leftovers", agent.adopter.run),
     ]
     if agent.fallback is not None:
         tasks.append(NamedTask("fallback", agent.fallback.run))

@@ -33,6 +33,7 @@ WEBHOOK_OUTCOMES = ("ok", "rejected")
 SHUTDOWN_OUTCOMES = ("accepted", "failed")
 FALLBACK_ACTIONS = ("publish-jibri-free", "protect", "unprotect", "lookup")
 FALLBACK_OUTCOMES = ("ok", "error")
+ADOPTION_METHODS = ("rename", "copy", "already-copied")
 
 
 class AgentMetrics:
@@ -89,7 +90,20 @@ class AgentMetrics:
             "jibri_agent_drained", "1 once Jibri has stopped and the spool is empty", registry=r
         )
         self.pending_uploads = Gauge(
-            "jibri_agent_pending_uploads", "Recordings in the spool awaiting upload", registry=r
+            "jibri_agent_pending_uploads",
+            "Recordings on the instance not yet verified in S3 (spool and leftovers)",
+            registry=r,
+        )
+        self.recordings_left = Gauge(
+            "jibri_agent_recordings_left",
+            "Recordings left in Jibri's recordings directory, outside the spool",
+            registry=r,
+        )
+        self.recordings_adopted = Counter(
+            "jibri_agent_recordings_adopted",
+            "Recordings left in Jibri's recordings directory and adopted into the spool",
+            ["method"],
+            registry=r,
         )
         self.graceful_shutdowns = Counter(
             "jibri_agent_graceful_shutdown_requests",
@@ -120,6 +134,8 @@ class AgentMetrics:
             self.webhook_events.labels(outcome)
         for outcome in SHUTDOWN_OUTCOMES:
             self.graceful_shutdowns.labels(outcome)
+        for method in ADOPTION_METHODS:
+            self.recordings_adopted.labels(method)
         for action in FALLBACK_ACTIONS:
             for outcome in FALLBACK_OUTCOMES:
                 self.fallback_actions.labels(action, outcome)

@@ -70,6 +70,10 @@ class Settings:
     upload_part_size: int = 16 << 20
     upload_concurrency: int = 4
     upload_checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
+    recordings_dir: Path = Path("/var/lib/jibri/recordings")
+    """Jibri's recording.recordings-directory: a session directory left there is pending."""
+    recordings_quiet_for: float = 60.0
+    """A leftover is adopted only once nothing in it changed for this long."""
     ready_file: Path | None = None
     """Written (atomically) with the bound listen addresses once both servers listen."""
 
@@ -221,6 +225,21 @@ OPTIONS: Final = (
     ),
     _opt("state_dir", "/var/lib/jibri-agent", Path, "holds the drain marker", metavar="DIR"),
     _opt("spool_dir", "/var/spool/jibri-agent", Path, "recording spool", metavar="DIR"),
+    _opt(
+        "recordings_dir",
+        "/var/lib/jibri/recordings",
+        Path,
+        "Jibri's recordings-directory: recordings its finalize left there count as pending "
+        "and are adopted into the spool",
+        metavar="DIR",
+    ),
+    _opt(
+        "recordings_quiet_for",
+        "60s",
+        _seconds,
+        "adopt a left recording only once nothing in it changed for this long",
+        metavar="DUR",
+    ),
     _opt(
         "fallback",
         "false",

@@ -151,6 +151,8 @@ class Spool:
         self.incoming = root / "incoming"
         self.failed = root / "failed"
         self.done = root / "done"
+        self.adopting = root / "adopting"
+        """Staging for recordings copied in from another filesystem; never counted."""
 
     def ensure(self) -> None:
         for directory in (self.incoming, self.failed, self.done):

@@ -14,12 +14,26 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 REQUIREMENT=${1:-$ROOT}
 VENV=/opt/jibri-agent
-JIBRI_CONF_DIR=/etc/jitsi/jibri
+JIBRI_CONF_DIR=${JIBRI_CONF_DIR:-/etc/jitsi/jibri}
 RECORDINGS=/var/lib/jibri/recordings
 SPOOL=/var/spool/jibri-agent
 INCLUDE_LINE='include file("/etc/jitsi/jibri/jibri-agent.conf")'
 
 fail() { echo "install-agent: $*" >&2; exit 1; }
+
+# Jibri reads the legacy config.json before jibri.conf: a finalize script or recordings
+# directory set there wins over jibri-agent.conf, and recordings would never reach the spool.
+LEGACY_CONFIG="$JIBRI_CONF_DIR/config.json"
+if [ -f "$LEGACY_CONFIG" ]; then
+    LEGACY_KEYS=$(grep -oE '"(finalize_recording_script_path|recording_directory)"[[:space:]]*:' \
+        "$LEGACY_CONFIG" | grep -oE '[a-z_]+' | sort -u | paste -sd ' ' - || true)
+    if [ -n "$LEGACY_KEYS" ]; then
+        fail "$LEGACY_CONFIG sets ${LEGACY_KEYS// /, }, which Jibri reads before jibri.conf," \
+            "so recordings would bypass the agent's spool. Remove these keys from it" \
+            "(jibri-agent.conf sets recording.finalize-script and recording.recordings-directory)," \
+            "then run this again."
+    fi
+fi
 
 [ "$(id -u)" -eq 0 ] || fail "run as root"
 id jibri >/dev/null 2>&1 || fail "no user jibri: install and configure Jibri first"

@@ -155,6 +155,8 @@ class Recorder:
             str(self.home / "state"),
             "--spool-dir",
             str(self.home / "spool"),
+            "--recordings-dir",
+            str(self.home / "recordings"),
             *FAST,
             *args,
         ]

@@ -52,6 +52,7 @@ class Rig:
             "ready_file": str(self.ready_file),
             "state_dir": str(self.tmp_path / "state"),
             "spool_dir": str(self.tmp_path / "spool"),
+            "recordings_dir": str(self.tmp_path / "recordings"),
             "report_interval": "1s",
             "poll_interval": "0.2s",
             "request_timeout": "2s",

@@ -115,11 +115,13 @@ def test_agent_gets_its_token_as_a_credential() -> None:
 
 
 def test_agent_unit_may_write_where_the_agent_writes() -> None:
-    """The state directory and the spool the agent defaults to are writable under ProtectSystem."""
+    """The state directory, the spool and Jibri's recordings directory (leftovers are adopted
+    from it) the agent defaults to are writable under ProtectSystem."""
     values = unit(AGENT_UNIT)
     assert values["Service.ProtectSystem"] == ["strict"]
     assert DEFAULTS["JIBRI_AGENT_STATE_DIR"] == "/var/lib/" + values["Service.StateDirectory"][0]
     assert DEFAULTS["JIBRI_AGENT_SPOOL_DIR"] in values["Service.ReadWritePaths"][0].split()
+    assert DEFAULTS["JIBRI_AGENT_RECORDINGS_DIR"] in values["Service.ReadWritePaths"][0].split()
 
 
 def test_controller_unit_runs_the_real_cli() -> None:
@@ -183,6 +185,7 @@ def test_jibri_snippet_points_at_the_wrapper_and_the_webhook() -> None:
     assert finalize and f'"$HERE/jibri-agent-finalize" {finalize.group(1)}' in installer
     recordings = re.search(r'recordings-directory = "([^"]+)"', code)
     assert recordings and f"RECORDINGS={recordings.group(1)}\n" in installer
+    assert recordings.group(1) == DEFAULTS["JIBRI_AGENT_RECORDINGS_DIR"]
     subscriber = re.search(r'subscribers \+= "http://([^"]+)"', code)
     assert subscriber, "the subscriber is appended, keeping any the site already has"
     listen = env_file(JIBRI / "agent.env").get("JIBRI_AGENT_WEBHOOK_LISTEN")
