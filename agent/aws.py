@@ -11,7 +11,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent.fallback import JIBRI_FREE, AwsError, Membership
+from agent.fallback import JIBRI_FREE, FallbackAwsError, Membership
 
 if TYPE_CHECKING:  # type stubs: a development dependency, absent from a production install
     from types_aiobotocore_autoscaling import AutoScalingClient
@@ -33,7 +33,7 @@ class AioAws:
                 InstanceIds=[instance_id]
             )
         except (BotoCoreError, ClientError) as exc:
-            raise AwsError(f"DescribeAutoScalingInstances failed: {exc}") from exc
+            raise FallbackAwsError(f"DescribeAutoScalingInstances failed: {exc}") from exc
         for instance in answer.get("AutoScalingInstances", []):
             if instance["InstanceId"] == instance_id:
                 return Membership(
@@ -50,7 +50,7 @@ class AioAws:
                 ProtectedFromScaleIn=protected,
             )
         except (BotoCoreError, ClientError) as exc:
-            raise AwsError(f"SetInstanceProtection failed: {exc}") from exc
+            raise FallbackAwsError(f"SetInstanceProtection failed: {exc}") from exc
 
     async def put_jibri_free(self, namespace: str, asg_name: str, free: bool) -> None:
         try:
@@ -66,7 +66,7 @@ class AioAws:
                 ],
             )
         except (BotoCoreError, ClientError) as exc:
-            raise AwsError(f"PutMetricData failed: {exc}") from exc
+            raise FallbackAwsError(f"PutMetricData failed: {exc}") from exc
 
 
 @asynccontextmanager

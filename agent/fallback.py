@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 JIBRI_FREE: Final = "JibriFree"
 
 
-class AwsError(Exception):
+class FallbackAwsError(Exception):
     """An AWS call of the fallback failed; the message names the operation."""
 
 
@@ -114,7 +114,7 @@ class Fallback:
         free = self._state().free
         try:
             await self._aws.put_jibri_free(self._namespace, membership.asg_name, free)
-        except AwsError as exc:
+        except FallbackAwsError as exc:
             self._failed("publish-jibri-free", exc)
             return
         self._succeeded("publish-jibri-free")
@@ -155,7 +155,7 @@ class Fallback:
         action = "protect" if wanted else "unprotect"
         try:
             await self._aws.set_protection(membership.asg_name, self._instance_id, wanted)
-        except AwsError as exc:
+        except FallbackAwsError as exc:
             self._membership = None
             self._failed(action, exc)
             return
@@ -174,7 +174,7 @@ class Fallback:
             return self._membership
         try:
             membership = await self._aws.membership(self._instance_id)
-        except AwsError as exc:
+        except FallbackAwsError as exc:
             self._failed("lookup", exc)
             return None
         self._metrics.fallback_actions.labels("lookup", "ok").inc()
@@ -186,7 +186,7 @@ class Fallback:
         self._membership = membership
         return membership
 
-    def _failed(self, action: str, exc: AwsError) -> None:
+    def _failed(self, action: str, exc: FallbackAwsError) -> None:
         self._metrics.fallback_actions.labels(action, "error").inc()
         self._aws_log.failed(f"{action}-error", str(exc))
 

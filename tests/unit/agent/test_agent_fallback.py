@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agent.fallback import AwsError, Fallback, Membership, wants_protection
+from agent.fallback import Fallback, FallbackAwsError, Membership, wants_protection
 from agent.jibri import UNKNOWN
 from agent.metrics import AgentMetrics
 from agent.status import LocalState, Signal
@@ -64,12 +64,12 @@ class FakeAws:
     async def membership(self, instance_id: str) -> Membership | None:
         self.lookups += 1
         if self.fail:
-            raise AwsError("DescribeAutoScalingInstances failed: boom")
+            raise FallbackAwsError("DescribeAutoScalingInstances failed: boom")
         return self.membership_of
 
     async def set_protection(self, asg_name: str, instance_id: str, protected: bool) -> None:
         if self.fail:
-            raise AwsError("SetInstanceProtection failed: boom")
+            raise FallbackAwsError("SetInstanceProtection failed: boom")
         assert (asg_name, instance_id) == ("jibri", INSTANCE)
         self.protections.append(protected)
         if self.membership_of is not None:
@@ -77,7 +77,7 @@ class FakeAws:
 
     async def put_jibri_free(self, namespace: str, asg_name: str, free: bool) -> None:
         if self.fail:
-            raise AwsError("PutMetricData failed: boom")
+            raise FallbackAwsError("PutMetricData failed: boom")
         self.published.append((namespace, asg_name, free))
 
 
