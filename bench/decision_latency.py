@@ -35,7 +35,7 @@ from bench.upload_throughput import moto_server
 from tests.support.aws import Emulator, create_asg
 from tests.support.controller import (
     Agent,
-    Fleet,
+    ReportingAgents,
     RunningController,
     pool_yaml,
     running_controller,
@@ -77,7 +77,9 @@ def pool_view(controller: RunningController) -> dict[str, Any]:
     return pools[0]
 
 
-def adopt_new_instances(emulator: Emulator, controller: RunningController, fleet: Fleet) -> None:
+def adopt_new_instances(
+    emulator: Emulator, controller: RunningController, fleet: ReportingAgents
+) -> None:
     """Have every instance the ASG launched report IDLE, and wait until the pool is at rest
     with exactly one free (idle) instance."""
     autoscaling = emulator.boto3_client("autoscaling")
@@ -101,7 +103,7 @@ def adopt_new_instances(emulator: Emulator, controller: RunningController, fleet
     time.sleep(0.5)
 
 
-def run_trial(controller: RunningController, fleet: Fleet) -> Trial:
+def run_trial(controller: RunningController, fleet: ReportingAgents) -> Trial:
     idle = next(i for i in pool_view(controller)["instances"] if i["state"] == "idle")
     before = len(controller.actions("scale-out"))
     sent = time.time()
@@ -143,7 +145,7 @@ def measure(trials: int, work: Path) -> list[Trial]:
         )
         with (
             running_controller(emulator, config) as controller,
-            Fleet([Agent(controller, ids[0])], interval=5.0) as fleet,
+            ReportingAgents([Agent(controller, ids[0])], interval=5.0) as fleet,
         ):
             results = []
             for number in range(1, trials + 1):

@@ -1,4 +1,9 @@
-"""Derive every instance's state from one observation (DESIGN §4). Pure: no clock, no I/O.
+"""Derive every instance's state from one observation (docs/design.md). Pure: no clock, no I/O.
+
+Every rule of time about an instance lives here: staleAfter, bootTimeout, unhealthyFor, and
+scaleIn.idleFor. With each state, `derive_all` says when time alone will next change it
+(`InstanceView.next_change_at`), so the planner's `requeue_after` reads the earliest of those
+instead of recomputing the thresholds.
 
 `derive_all` makes the pass's one scan of the group: each instance's state and the protection
 that state wants, the instances grouped by state, and the few lists the planner's rules need.
@@ -8,6 +13,7 @@ The rules then read those groups instead of scanning the fleet again, which keep
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -30,6 +36,8 @@ _PROTECTION_UNTOUCHED = frozenset(
 )
 _STANDBY_PREFIXES = ("Standby", "EnteredStandby", "Detaching", "Detached", "Warmed")
 _BY_ID = attrgetter("instance_id")
+STALE_MARGIN = 0.1
+"""A report turns stale once strictly older than staleAfter: look again this much later."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,11 @@ class Derivation:
     replace_due: tuple[InstanceView, ...]
     """Unhealthy for unhealthyFor, expired, or failed to boot: terminate without decrement
     (in instance-id order)."""
+    drainable: tuple[str, ...]
+    """Idle instances idle for at least scaleIn.idleFor, longest idle first."""
+    next_change_at: float
+    """The earliest moment time alone changes a state, a rule's view of an instance, or the
+    startup window; infinity if none."""
 
     def count(self, *states: InstanceState) -> int:
         return sum(len(self.by_state[state]) for state in states)
@@ -53,6 +66,18 @@ class Derivation:
 def in_startup_window(spec: PoolSpec, observed: Observed, now: float) -> bool:
     """True during the first staleAfter after the controller started, when silence means nothing."""
     return now < observed.controller_started_at + spec.instances.staleAfter
+
+
+def is_fresh(spec: PoolSpec, report: ReportView | None, now: float) -> bool:
+    """Whether a report was received within staleAfter (an instance's state aside)."""
+    return report is not None and now - report.received_at <= spec.instances.staleAfter
+
+
+def boot_timed_out(spec: PoolSpec, observed: Observed, instance_id: str, now: float) -> bool:
+    """Whether bootTimeout has passed since the instance was first seen (or the controller
+    started, if later)."""
+    seen = max(observed.first_seen.get(instance_id, now), observed.controller_started_at)
+    return now - seen >= spec.instances.bootTimeout
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,8 @@ class _Limits:
     stale_after: float
     boot_timeout: float
     unhealthy_for: float
+    idle_for: float
+    window_end: float
     startup: bool
     first_seen: Mapping[str, float]
     drain_requested: Mapping[str, float]
@@ -72,56 +99,81 @@ class _Limits:
         return max(self.first_seen.get(instance_id, self.now), self.started_at)
 
 
-def _silent_state(limits: _Limits, instance: AsgInstance) -> tuple[InstanceState, bool, str]:
+_State = tuple[InstanceState, bool, str, float]
+"""State, due for replacement, detail, and when time alone next changes it."""
+
+
+def _silent_state(limits: _Limits, instance: AsgInstance) -> _State:
     """State of an instance that has sent no report since the controller started."""
     if limits.startup:
-        return InstanceState.UNKNOWN, False, "no report yet since controller start"
+        return (
+            InstanceState.UNKNOWN,
+            False,
+            "no report yet since controller start",
+            limits.window_end,
+        )
     seen = limits.boot_started(instance.instance_id)
     present_at_start = seen <= limits.started_at + limits.stale_after
     if instance.protected and present_at_start:
         # Protected by a previous controller or the agent's fallback: it may be recording.
-        return InstanceState.STALE, False, "protected before controller start, no report since"
-    if limits.now - seen >= limits.boot_timeout:
-        return InstanceState.FAILED_BOOT, True, "no report within bootTimeout"
-    return InstanceState.STARTING, False, "booting, no report yet"
+        return (
+            InstanceState.STALE,
+            False,
+            "protected before controller start, no report since",
+            math.inf,
+        )
+    fails_at = seen + limits.boot_timeout
+    if limits.now >= fails_at:
+        return InstanceState.FAILED_BOOT, True, "no report within bootTimeout", math.inf
+    return InstanceState.STARTING, False, "booting, no report yet", fails_at
 
 
-def _reported_state(
-    limits: _Limits, instance_id: str, report: ReportView
-) -> tuple[InstanceState, bool, str]:
+def _reported_state(limits: _Limits, instance_id: str, report: ReportView) -> _State:
     now = limits.now
     if now - report.received_at > limits.stale_after:
-        return InstanceState.STALE, False, "agent silent for longer than staleAfter"
+        return InstanceState.STALE, False, "agent silent for longer than staleAfter", math.inf
+    stale_at = report.received_at + limits.stale_after + STALE_MARGIN
     uploading = report.pending_uploads > 0
     if report.drained and not uploading and report.busy is not BusyStatus.BUSY:
-        return InstanceState.DRAINED, False, "agent reports Jibri stopped and spool empty"
+        return InstanceState.DRAINED, False, "agent reports Jibri stopped and spool empty", stale_at
     if report.draining or instance_id in limits.drain_requested:
-        return InstanceState.DRAINING, False, "graceful shutdown in progress"
+        return InstanceState.DRAINING, False, "graceful shutdown in progress", stale_at
     if report.busy is BusyStatus.BUSY or uploading:
         detail = f"{report.pending_uploads} uploads pending" if uploading else "recording"
-        return InstanceState.BUSY, False, detail
+        return InstanceState.BUSY, False, detail, stale_at
     if not report.jibri_seen:
         # The agent is up but its Jibri has never answered: still booting, not unhealthy.
-        if now - limits.boot_started(instance_id) >= limits.boot_timeout:
-            return InstanceState.FAILED_BOOT, True, "Jibri never answered within bootTimeout"
-        return InstanceState.STARTING, False, "agent up, waiting for Jibri"
+        fails_at = limits.boot_started(instance_id) + limits.boot_timeout
+        if now >= fails_at:
+            return (
+                InstanceState.FAILED_BOOT,
+                True,
+                "Jibri never answered within bootTimeout",
+                stale_at,
+            )
+        return InstanceState.STARTING, False, "agent up, waiting for Jibri", min(stale_at, fails_at)
     if report.busy is BusyStatus.EXPIRED:
-        return InstanceState.EXPIRED, True, "single-use Jibri has expired"
+        return InstanceState.EXPIRED, True, "single-use Jibri has expired", stale_at
     if report.health is not HealthStatus.HEALTHY or report.busy is BusyStatus.UNKNOWN:
         since = report.unhealthy_since if report.unhealthy_since is not None else now
-        due = now - since >= limits.unhealthy_for
+        due_at = since + limits.unhealthy_for
         detail = f"Jibri {report.busy.value.lower()}/{report.health.value.lower()}"
-        return InstanceState.UNHEALTHY, due, detail
-    return InstanceState.IDLE, False, "ready"
+        if now >= due_at:
+            return InstanceState.UNHEALTHY, True, detail, stale_at
+        return InstanceState.UNHEALTHY, False, detail, min(stale_at, due_at)
+    return InstanceState.IDLE, False, "ready", stale_at
 
 
 def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
+    stale_after = spec.instances.staleAfter
     limits = _Limits(
         now=now,
         started_at=observed.controller_started_at,
-        stale_after=spec.instances.staleAfter,
+        stale_after=stale_after,
         boot_timeout=spec.instances.bootTimeout,
         unhealthy_for=spec.instances.unhealthyFor,
+        idle_for=spec.scaleIn.idleFor,
+        window_end=observed.controller_started_at + stale_after,
         startup=in_startup_window(spec, observed, now),
         first_seen=observed.first_seen,
         drain_requested=observed.drain_requested,
@@ -131,17 +183,28 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
     views: list[InstanceView] = []
     misprotected: list[InstanceView] = []
     replace_due: list[InstanceView] = []
+    drainable: list[tuple[float, str]] = []
+    earliest = limits.window_end if limits.startup else math.inf
+    idle_state, idle_limit = InstanceState.IDLE, limits.idle_for
     for instance in sorted(observed.asg.instances, key=_BY_ID):
         instance_id, lifecycle = instance.instance_id, instance.lifecycle_state
         report = reports.get(instance_id)
         if lifecycle.startswith(_GONE_PREFIXES):
-            state, due, detail = InstanceState.TERMINATING, False, lifecycle
+            state, due, detail, changes_at = InstanceState.TERMINATING, False, lifecycle, math.inf
         elif lifecycle.startswith(_STANDBY_PREFIXES):
-            state, due, detail = InstanceState.STANDBY, False, lifecycle
+            state, due, detail, changes_at = InstanceState.STANDBY, False, lifecycle, math.inf
         elif report is None:
-            state, due, detail = _silent_state(limits, instance)
+            state, due, detail, changes_at = _silent_state(limits, instance)
         else:
-            state, due, detail = _reported_state(limits, instance_id, report)
+            state, due, detail, changes_at = _reported_state(limits, instance_id, report)
+            if state is idle_state:
+                # scaleIn.idleFor: an idle instance becomes a drain candidate.
+                since = report.idle_since
+                idle_for = 0.0 if since is None else now - since
+                if idle_for >= idle_limit:
+                    drainable.append((-idle_for, instance_id))
+                elif since is not None and since + idle_limit < changes_at:
+                    changes_at = since + idle_limit
         if state in PROTECTED_STATES:
             protected = True
         elif state in _PROTECTION_UNTOUCHED:
@@ -154,16 +217,21 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
             age = now - report.received_at
             if not age > 0.0:
                 age = 0.0
-        view = InstanceView(instance_id, state, protected, age, detail)
+        view = InstanceView(instance_id, state, protected, age, detail, changes_at)
         views.append(view)
         groups[state].append(view)
         if protected != instance.protected:
             misprotected.append(view)
         if due:
             replace_due.append(view)
+        if changes_at < earliest:
+            earliest = changes_at
+    drainable.sort()
     return Derivation(
         views=tuple(views),
         by_state={state: tuple(members) for state, members in groups.items()},
         misprotected=tuple(misprotected),
         replace_due=tuple(replace_due),
+        drainable=tuple(instance_id for _, instance_id in drainable),
+        next_change_at=earliest,
     )

@@ -6,6 +6,7 @@ frozen, so the planner stays pure and a pass can be replayed from its inputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -140,6 +141,10 @@ class InstanceView(NamedTuple):
     """Whether the plan wants it protected from scale-in."""
     report_age: float | None
     detail: str = ""
+    next_change_at: float = math.inf
+    """When time alone next changes this instance's state or what the rules may do with it
+    (stale, boot timed out, idle long enough to drain, unhealthy long enough to replace);
+    infinity when only a new report or an AWS change can."""
 
 
 # --- actions -------------------------------------------------------------------------------

@@ -7,12 +7,17 @@ protection, bounds, terminations, capacity, drains, lifecycle.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from common.wire import BusyStatus
-from controller.derive import Derivation, derive_all, in_startup_window
+from controller.derive import (
+    Derivation,
+    boot_timed_out,
+    derive_all,
+    in_startup_window,
+    is_fresh,
+)
 from controller.model import (
     PROTECTION_BATCH,
     Action,
@@ -190,19 +195,10 @@ def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[DrainInstanc
     count = min(excess, base - draining - spec.capacity.min, spec.scaleIn.maxStep)
     if count <= 0:
         return []
-    candidates: list[tuple[float, str]] = []
-    for view in ctx.of(InstanceState.IDLE):
-        idle_for = _idle_for(observed.reports.get(view.instance_id), ctx.now)
-        if idle_for >= spec.scaleIn.idleFor:
-            candidates.append((-idle_for, view.instance_id))
-    candidates.sort()
-    return [DrainInstance(instance_id, Reason.IDLE_EXCESS) for _, instance_id in candidates[:count]]
-
-
-def _idle_for(report: ReportView | None, now: float) -> float:
-    if report is None or report.idle_since is None:
-        return 0.0
-    return now - report.idle_since
+    return [
+        DrainInstance(instance_id, Reason.IDLE_EXCESS)
+        for instance_id in ctx.derived.drainable[:count]
+    ]
 
 
 def _lifecycle(ctx: _Context) -> list[DrainInstance | LifecycleHeartbeat | CompleteLifecycle]:
@@ -212,8 +208,7 @@ def _lifecycle(ctx: _Context) -> list[DrainInstance | LifecycleHeartbeat | Compl
     for instance_id in sorted(observed.lifecycle_waits):
         wait = observed.lifecycle_waits[instance_id]
         report = observed.reports.get(instance_id)
-        fresh = report is not None and now - report.received_at <= spec.instances.staleAfter
-        seen = max(observed.first_seen.get(instance_id, now), observed.controller_started_at)
+        fresh = is_fresh(spec, report, now)
         done: Reason | None = None
         if now - wait.started_at >= spec.drain.timeout:
             done = Reason.LIFECYCLE_TIMEOUT
@@ -222,7 +217,7 @@ def _lifecycle(ctx: _Context) -> list[DrainInstance | LifecycleHeartbeat | Compl
         elif (
             report is None
             and not in_startup_window(spec, observed, now)
-            and now - seen >= spec.instances.bootTimeout
+            and boot_timed_out(spec, observed, instance_id, now)
         ):
             done = Reason.LIFECYCLE_NO_AGENT
         if done is not None:
@@ -247,15 +242,10 @@ def _holding_reason(report: ReportView | None) -> Reason:
 
 
 def _requeue_after(ctx: _Context) -> float:
-    """When the next time-driven change is due: the sooner of resync and the nearest deadline."""
+    """When the next time-driven change is due: the sooner of resync, the earliest change that
+    derive foresees, and the deadlines of the planner's own rules."""
     spec, observed, now = ctx.spec, ctx.observed, ctx.now
-    deadlines = [now + spec.resync]
-    window_end = observed.controller_started_at + spec.instances.staleAfter
-    if now < window_end:
-        deadlines.append(window_end)
-    deadlines.append(
-        min((t for t in _instance_deadlines(ctx, window_end) if t > now), default=math.inf)
-    )
+    deadlines = [now + spec.resync, ctx.derived.next_change_at]
     if observed.last_scale_out_at is not None:
         deadlines.append(observed.last_scale_out_at + spec.scaleIn.delayAfterScaleOut)
     for wait in observed.lifecycle_waits.values():
@@ -266,34 +256,6 @@ def _requeue_after(ctx: _Context) -> float:
         deadlines.append(now + 60.0 - observed.wall_time % 60.0)
     upcoming = [t - now for t in deadlines if t > now]
     return max(MIN_REQUEUE, min(upcoming, default=spec.resync))
-
-
-def _instance_deadlines(ctx: _Context, window_end: float) -> Iterator[float]:
-    """The moments at which time alone changes an instance's state or what the rules do with it:
-    a report going stale, a boot timing out, idleFor reached, unhealthyFor reached."""
-    spec, reports, now, by_state = ctx.spec, ctx.observed.reports, ctx.now, ctx.derived.by_state
-    stale_after = spec.instances.staleAfter
-    for state, views in by_state.items():
-        if state in _GONE or state is InstanceState.STALE:
-            continue
-        for view in views:
-            report = reports.get(view.instance_id)
-            if report is not None:
-                yield report.received_at + stale_after + MIN_REQUEUE
-    first_seen, boot_timeout = ctx.observed.first_seen, spec.instances.bootTimeout
-    for view in by_state[InstanceState.STARTING]:
-        yield max(first_seen.get(view.instance_id, now), window_end) + boot_timeout
-    idle_for = spec.scaleIn.idleFor
-    for view in by_state[InstanceState.IDLE]:
-        report = reports.get(view.instance_id)
-        if report is not None and report.idle_since is not None:
-            yield report.idle_since + idle_for
-    replacing = {view.instance_id for view in ctx.derived.replace_due}
-    for view in by_state[InstanceState.UNHEALTHY]:
-        report = reports.get(view.instance_id)
-        if report is not None and view.instance_id not in replacing:
-            since = report.unhealthy_since if report.unhealthy_since is not None else now
-            yield since + spec.instances.unhealthyFor
 
 
 def _conditions(ctx: _Context, final_capacity: int, scaled_out: bool) -> tuple[Condition, ...]:

@@ -120,7 +120,7 @@ def instance_id_for(seq: int) -> str:
     return f"i-{seq:017x}"
 
 
-class Fleet:
+class SimulatedWorld:
     def __init__(
         self,
         sim: Simulation,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bench.sim.clock import Simulation
 from bench.sim.demand import Recording
-from bench.sim.fleet import Fleet, WorldSettings
+from bench.sim.fleet import SimulatedWorld, WorldSettings
 from bench.sim.learned_schedule import ScheduleSettings, scheduled_spec
 from bench.sim.oracle import oracle
 from bench.sim.policies.base import Policy
@@ -139,7 +139,7 @@ def run_policy(scenario: Scenario, name: str) -> PolicyResult:
     spec = scenario.spec
     sim = Simulation()
     policy = _policy(scenario, name)
-    fleet = Fleet(
+    fleet = SimulatedWorld(
         sim,
         scenario.world,
         name=spec.autoScalingGroupName,

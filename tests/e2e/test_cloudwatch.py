@@ -12,7 +12,7 @@ import pytest
 from tests.support.aws import Emulator, create_asg
 from tests.support.controller import (
     Agent,
-    Fleet,
+    ReportingAgents,
     RunningController,
     running_controller,
     wait_for,
@@ -131,7 +131,7 @@ def test_pool_metrics_are_published_with_the_right_values(
     config.write_text(pool_yaml("    storageResolution: 1\n"))
     with running_controller(emulator, config) as controller:
         agents = [Agent(controller, ids[0], busy="BUSY")] + [Agent(controller, i) for i in ids[1:]]
-        with Fleet(agents, interval=0.5):
+        with ReportingAgents(agents, interval=0.5):
             wait_for(
                 lambda: gauge(emulator, "DrainingInstances", "SampleCount"),
                 within=60,

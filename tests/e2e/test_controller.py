@@ -11,7 +11,7 @@ from tests.support.aws import Emulator, create_asg
 from tests.support.controller import (
     TOKEN,
     Agent,
-    Fleet,
+    ReportingAgents,
     controller_env,
     pool_yaml,
     run_command,
@@ -79,7 +79,7 @@ def test_idle_excess_is_drained_then_terminated_and_busy_is_kept(
     config.write_text(pool_yaml(low=1, target_free=1, idle_for="2s", stale_after="3s"))
     with running_controller(emulator, config) as controller:
         agents = [Agent(controller, busy, busy="BUSY")] + [Agent(controller, i) for i in idle]
-        with Fleet(agents, interval=0.5) as fleet:
+        with ReportingAgents(agents, interval=0.5) as fleet:
             wait_for(
                 lambda: group(emulator)["DesiredCapacity"] == 2,
                 within=60,
@@ -192,7 +192,7 @@ def test_config_edit_takes_effect_without_restart(emulator: Emulator, tmp_path: 
     config = tmp_path / "pools.yaml"
     config.write_text(pool_yaml(target_free=1, stale_after="30s"))
     with running_controller(emulator, config) as controller:
-        with Fleet([Agent(controller, ids[0])]):
+        with ReportingAgents([Agent(controller, ids[0])]):
             wait_for(
                 lambda: controller.get_json("/status")[1]["pools"][0]["counts"]["idle"] == 1,
                 what="the instance reported idle",

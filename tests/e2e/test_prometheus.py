@@ -19,7 +19,7 @@ from prometheus_client import start_http_server
 from tests.support.aws import Emulator, create_asg
 from tests.support.controller import (
     Agent,
-    Fleet,
+    ReportingAgents,
     RunningController,
     http,
     pool_yaml,
@@ -106,7 +106,7 @@ def setup(emulator_server: Emulator, tmp_path_factory: pytest.TempPathFactory) -
         with running_controller(emulator_server, config) as controller:
             busy, *idle = ids
             agents = [Agent(controller, busy, busy="BUSY")] + [Agent(controller, i) for i in idle]
-            with Fleet(agents, interval=1.0):
+            with ReportingAgents(agents, interval=1.0):
                 rendered = render_config(home, controller.url.removeprefix("http://"), agent_target)
                 log = (home / "prometheus.log").open("wb")
                 process = subprocess.Popen(

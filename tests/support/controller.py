@@ -265,7 +265,7 @@ class Agent:
         return status, answer
 
 
-class Fleet:
+class ReportingAgents:
     """Agents reporting in a background thread every `interval` seconds, like real agents."""
 
     def __init__(self, agents: list[Agent], interval: float = 0.5) -> None:
@@ -276,7 +276,7 @@ class Fleet:
         self._thread = threading.Thread(target=self._run, name="fleet", daemon=True)
         self.errors: list[str] = []
 
-    def __enter__(self) -> Fleet:
+    def __enter__(self) -> ReportingAgents:
         self.report_all()
         self._thread.start()
         return self

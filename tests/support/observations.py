@@ -78,7 +78,7 @@ def report(
 
 
 @dataclass
-class Fleet:
+class ObservationBuilder:
     """A mutable description of one pool that builds a frozen Observed."""
 
     desired: int | None = None

@@ -1,1 +1,1 @@
-"""The autoscaling policies under comparison, each driving the same simulated `Fleet`."""
+"""The autoscaling policies under comparison, each driving the same simulated `SimulatedWorld`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bench.sim.fleet import Fleet, Instance
+from bench.sim.fleet import Instance, SimulatedWorld
 
 
 class Policy(Protocol):
@@ -13,7 +13,7 @@ class Policy(Protocol):
     label: str
     """One line saying what the policy is, for the table."""
 
-    def attach(self, fleet: Fleet) -> None:
+    def attach(self, fleet: SimulatedWorld) -> None:
         """Subscribe to the fleet and schedule the policy's own periodic work."""
 
     def stats(self) -> dict[str, float]:
@@ -21,7 +21,7 @@ class Policy(Protocol):
         ...
 
 
-def cron_minute(fleet: Fleet) -> tuple[int, int]:
+def cron_minute(fleet: SimulatedWorld) -> tuple[int, int]:
     """The classic per-VM cron job, run on every booted VM at the top of the minute: publish
     JibriFree (1 idle, 0 busy) and set the VM's scale-in protection to match its busy state.
     Returns (sum of JibriFree, number of datapoints)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.sim.fleet import Event, Fleet, Instance
+from bench.sim.fleet import Event, Instance, SimulatedWorld
 from bench.sim.policies.base import cron_minute
 
 
@@ -33,10 +33,10 @@ class ClassicPolicy:
         self.settings = settings
         self._sums: list[int] = []
         self._cooldown_until = float("-inf")
-        self._fleet: Fleet | None = None
+        self._fleet: SimulatedWorld | None = None
         self.activities = 0
 
-    def attach(self, fleet: Fleet) -> None:
+    def attach(self, fleet: SimulatedWorld) -> None:
         self._fleet = fleet
         fleet.listener = self
         fleet.sim.every(self.settings.period, self._minute)
@@ -60,7 +60,7 @@ class ClassicPolicy:
         free, _ = cron_minute(fleet)
         self._sums.append(free)
 
-    def _scale(self, fleet: Fleet, step: int) -> None:
+    def _scale(self, fleet: SimulatedWorld, step: int) -> None:
         before = fleet.desired
         fleet.set_desired(fleet.desired + step)
         if fleet.desired != before:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.sim.demand import Recording
-from bench.sim.fleet import Fleet
+from bench.sim.fleet import SimulatedWorld
 from bench.sim.policies.planner import ControllerSettings, PlannerPolicy
 from controller.spec import PoolSpec
 
@@ -77,7 +77,7 @@ class ForecastPlannerPolicy(PlannerPolicy):
         self.lead = tuning.lead if tuning.lead is not None else longest_boot + 30.0
         self.max_target = spec.targetFree
 
-    def attach(self, fleet: Fleet) -> None:
+    def attach(self, fleet: SimulatedWorld) -> None:
         super().attach(fleet)
         fleet.sim.every(self.tuning.step, self._retarget)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.sim.fleet import Event, Fleet, Instance
+from bench.sim.fleet import Event, Instance, SimulatedWorld
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ class JitsiAutoscalerPolicy:
         self._ticks: list[_Tick] = []
         self._marked: set[str] = set()
         self._grace_until = float("-inf")
-        self._fleet: Fleet | None = None
+        self._fleet: SimulatedWorld | None = None
         self.activities = 0
 
-    def attach(self, fleet: Fleet) -> None:
+    def attach(self, fleet: SimulatedWorld) -> None:
         self._fleet = fleet
         fleet.listener = self
         s = self.settings
@@ -102,7 +102,7 @@ class JitsiAutoscalerPolicy:
             total += ones / sum(1 for t in ticks if instance_id in t.reporting)
         return total
 
-    def _inventory(self, fleet: Fleet) -> list[Instance]:
+    def _inventory(self, fleet: SimulatedWorld) -> list[Instance]:
         return [i for i in fleet.live() if i.instance_id not in self._marked]
 
     def _jobs(self) -> None:
@@ -111,7 +111,7 @@ class JitsiAutoscalerPolicy:
         self._autoscale(fleet)
         self._launch(fleet)
 
-    def _autoscale(self, fleet: Fleet) -> None:
+    def _autoscale(self, fleet: SimulatedWorld) -> None:
         s, now = self.settings, fleet.sim.now
         count = len(self._inventory(fleet))
         if now < self._grace_until or count == 0 or self.desired != count:
@@ -133,7 +133,7 @@ class JitsiAutoscalerPolicy:
         self.activities += 1
         self._grace_until = now + s.grace_period
 
-    def _launch(self, fleet: Fleet) -> None:
+    def _launch(self, fleet: SimulatedWorld) -> None:
         inventory = self._inventory(fleet)
         count = len(inventory)
         if count < self.desired and count < self.max_desired:

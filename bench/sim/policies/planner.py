@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from bench.sim.fleet import Event, Fleet, Instance
+from bench.sim.fleet import Event, Instance, SimulatedWorld
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.model import (
     DrainInstance,
@@ -96,16 +96,16 @@ class PlannerPolicy:
         self.last_scale_out_at: float | None = None
         self.agents: dict[str, _Agent] = {}
         self.stats_ = PassStats()
-        self._fleet: Fleet | None = None
+        self._fleet: SimulatedWorld | None = None
         self._pending = False
         self._generation = 0
 
     @property
-    def fleet(self) -> Fleet:
+    def fleet(self) -> SimulatedWorld:
         assert self._fleet is not None
         return self._fleet
 
-    def attach(self, fleet: Fleet) -> None:
+    def attach(self, fleet: SimulatedWorld) -> None:
         self._fleet = fleet
         fleet.listener = self
         self._trigger()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.sim.fleet import Event, Fleet, Instance
+from bench.sim.fleet import Event, Instance, SimulatedWorld
 from bench.sim.policies.base import cron_minute
 
 
@@ -35,10 +35,10 @@ class TargetTrackingPolicy:
     def __init__(self, settings: TargetTrackingSettings) -> None:
         self.settings = settings
         self._points: list[tuple[float, int]] = []
-        self._fleet: Fleet | None = None
+        self._fleet: SimulatedWorld | None = None
         self.activities = 0
 
-    def attach(self, fleet: Fleet) -> None:
+    def attach(self, fleet: SimulatedWorld) -> None:
         self._fleet = fleet
         fleet.listener = self
         fleet.sim.every(self.settings.period, self._minute)
@@ -72,7 +72,7 @@ class TargetTrackingPolicy:
         if reporting:
             self._points.append((100.0 * (reporting - free) / reporting, reporting))
 
-    def _set(self, fleet: Fleet, capacity: int) -> None:
+    def _set(self, fleet: SimulatedWorld, capacity: int) -> None:
         before = fleet.desired
         fleet.set_desired(capacity)
         if fleet.desired != before:

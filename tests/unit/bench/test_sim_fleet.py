@@ -8,7 +8,15 @@ import pytest
 
 from bench.sim.clock import Simulation
 from bench.sim.demand import Recording
-from bench.sim.fleet import IN_SERVICE, PENDING, TERMINATING, Event, Fleet, Instance, WorldSettings
+from bench.sim.fleet import (
+    IN_SERVICE,
+    PENDING,
+    TERMINATING,
+    Event,
+    Instance,
+    SimulatedWorld,
+    WorldSettings,
+)
 
 
 class Events:
@@ -27,9 +35,9 @@ def world(**overrides: float) -> WorldSettings:
 
 def make(
     initial: int = 0, *, min_size: int = 0, max_size: int = 10, **overrides: float
-) -> tuple[Simulation, Fleet, Events]:
+) -> tuple[Simulation, SimulatedWorld, Events]:
     sim = Simulation()
-    fleet = Fleet(
+    fleet = SimulatedWorld(
         sim,
         world(**overrides),
         name="jibri",
@@ -67,7 +75,7 @@ def test_instance_takes_recordings_only_after_its_boot_time() -> None:
 def test_boot_times_stay_within_the_configured_spread(seed: int) -> None:
     """Every launch boots between boot_mean - boot_spread and boot_mean + boot_spread."""
     sim = Simulation()
-    fleet = Fleet(
+    fleet = SimulatedWorld(
         sim,
         world(boot_mean=90.0, boot_spread=30.0),
         name="jibri",

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from bench.sim.clock import Simulation
 from bench.sim.demand import DayShape, Recording, peak_concurrency, synthetic_day
-from bench.sim.fleet import Fleet, WorldSettings
+from bench.sim.fleet import SimulatedWorld, WorldSettings
 from bench.sim.oracle import oracle
 from bench.sim.policies.classic import ClassicPolicy, ClassicSettings
 from bench.sim.policies.forecast import Forecast
@@ -137,7 +137,7 @@ def test_drain_handshake_lets_a_recording_that_started_meanwhile_finish() -> Non
         scaleIn={"idleFor": "10s", "delayAfterScaleOut": "0s"},
     )
     sim = Simulation()
-    fleet = Fleet(
+    fleet = SimulatedWorld(
         sim, WorldSettings(grace=0.0), name="jibri", min_size=0, max_size=2, rng=random.Random(1)
     )
     policy = _RacingPlanner(pool, ControllerSettings())
@@ -157,7 +157,7 @@ def test_drain_handshake_lets_a_recording_that_started_meanwhile_finish() -> Non
 def test_classic_recipe_scales_out_one_step_per_cooldown() -> None:
     """With no free recorder the alarm adds one instance, then the cooldown holds it still."""
     sim = Simulation()
-    fleet = Fleet(
+    fleet = SimulatedWorld(
         sim, WorldSettings(grace=0.0), name="jibri", min_size=1, max_size=10, rng=random.Random(1)
     )
     policy = ClassicPolicy(ClassicSettings(out_below=1.0, out_periods=1, cooldown=300.0))
@@ -198,9 +198,13 @@ def test_time_of_day_targets_cut_the_planners_misses_in_bursts() -> None:
     assert (forecast.busy_terminations, forecast.lost) == (0, 0)
 
 
-def _quiet_planner(pool: PoolSpec, settings: ControllerSettings) -> tuple[Simulation, Fleet]:
+def _quiet_planner(
+    pool: PoolSpec, settings: ControllerSettings
+) -> tuple[Simulation, SimulatedWorld]:
     sim = Simulation()
-    fleet = Fleet(sim, WorldSettings(), name="jibri", min_size=1, max_size=50, rng=random.Random(3))
+    fleet = SimulatedWorld(
+        sim, WorldSettings(), name="jibri", min_size=1, max_size=50, rng=random.Random(3)
+    )
     PlannerPolicy(pool, settings).attach(fleet)
     fleet.start(pool.capacity.min + pool.targetFree)
     return sim, fleet

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import TypeVar
 
 import pytest
 
+from controller.derive import derive_all
 from controller.model import (
     Action,
     CompleteLifecycle,
@@ -15,13 +17,14 @@ from controller.model import (
     LifecycleWait,
     Plan,
     Reason,
+    ReportView,
     SetBounds,
     SetDesiredCapacity,
     SetProtection,
     Terminate,
 )
 from controller.planner import plan
-from tests.support.observations import NOW, STARTED, Fleet, report, spec
+from tests.support.observations import NOW, STARTED, ObservationBuilder, report, spec
 
 A = TypeVar("A", bound=Action)
 
@@ -91,14 +94,14 @@ def protected_ids(result: Plan) -> set[str]:
 )
 def test_state_derivation(rep, kwargs, expected) -> None:  # type: ignore[no-untyped-def]
     """Each combination of ASG lifecycle and report maps to the state of DESIGN §4."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     instance_id = fleet.add(1, rep, **kwargs)
     assert states(plan(spec(), fleet.observed(), NOW))[instance_id] is expected
 
 
 def test_boot_timeout_counts_from_controller_start() -> None:
     """An instance launched long before a controller restart is not failed-boot at once."""
-    fleet = Fleet(started_at=NOW - 60)
+    fleet = ObservationBuilder(started_at=NOW - 60)
     instance_id = fleet.add(1, seen=NOW - 60)
     assert states(plan(spec(), fleet.observed(), NOW))[instance_id] is InstanceState.STARTING
 
@@ -108,7 +111,7 @@ def test_boot_timeout_counts_from_controller_start() -> None:
 
 def test_scale_out_by_gap_and_protect_busy() -> None:
     """Three busy instances with targetFree 2 raise desired to 5 and protect all three."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     ids = fleet.add_many(range(3), report("BUSY"))
     result = plan(spec(), fleet.observed(), NOW)
     assert of(result, SetDesiredCapacity) == [SetDesiredCapacity(5, 3, Reason.BELOW_TARGET_FREE)]
@@ -127,7 +130,7 @@ def test_scale_out_by_gap_and_protect_busy() -> None:
 )
 def test_scale_out_caps(busy: int, overrides: dict[str, object], expected: int | None) -> None:
     """Scale-out is capped by scaleOut.maxStep and capacity.max."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add_many(range(busy), report("BUSY"))
     capacity = of(plan(spec(**overrides), fleet.observed(), NOW), SetDesiredCapacity)
     assert [a.capacity for a in capacity] == ([] if expected is None else [expected])
@@ -135,14 +138,14 @@ def test_scale_out_caps(busy: int, overrides: dict[str, object], expected: int |
 
 def test_launches_owed_by_the_asg_count_as_free() -> None:
     """Desired above the live count means launches are coming: no second scale-out."""
-    fleet = Fleet(desired=5)
+    fleet = ObservationBuilder(desired=5)
     fleet.add_many(range(3), report("BUSY"))
     assert of(plan(spec(), fleet.observed(), NOW), SetDesiredCapacity) == []
 
 
 def test_starting_instances_count_as_free() -> None:
     """Booting instances that have not reported yet are future free recorders."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add_many(range(3), report("BUSY"))
     fleet.add_many(range(3, 5), seen=NOW - 30)
     assert of(plan(spec(), fleet.observed(), NOW), SetDesiredCapacity) == []
@@ -150,7 +153,7 @@ def test_starting_instances_count_as_free() -> None:
 
 def test_draining_counts_as_gone() -> None:
     """A draining instance is not free, so demand arriving meanwhile is covered by scale-out."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add(1, report("IDLE"))
     fleet.add(2, report("IDLE", draining=True))
     assert of(plan(spec(), fleet.observed(), NOW), SetDesiredCapacity) == [
@@ -160,7 +163,7 @@ def test_draining_counts_as_gone() -> None:
 
 def test_stale_counts_as_busy() -> None:
     """A silent instance is treated as busy: protected and not free."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     stale = fleet.add(1, report("IDLE", age=45))
     fleet.add(2, report("IDLE"))
     result = plan(spec(), fleet.observed(), NOW)
@@ -177,7 +180,7 @@ def test_stale_counts_as_busy() -> None:
 )
 def test_capacity_is_kept_within_bounds(desired: int, expected: int, reason: Reason) -> None:
     """Capacity set outside [min, max] by hand is brought back."""
-    fleet = Fleet(desired=desired)
+    fleet = ObservationBuilder(desired=desired)
     fleet.add_many(range(min(desired, 12)), report("IDLE"))
     result = plan(spec(targetFree=0), fleet.observed(), NOW)
     assert of(result, SetDesiredCapacity) == [SetDesiredCapacity(expected, desired, reason)]
@@ -185,7 +188,7 @@ def test_capacity_is_kept_within_bounds(desired: int, expected: int, reason: Rea
 
 def test_asg_bounds_follow_the_spec() -> None:
     """The ASG's own MinSize/MaxSize are set to the spec's when they differ."""
-    fleet = Fleet(min_size=0, max_size=3)
+    fleet = ObservationBuilder(min_size=0, max_size=3)
     fleet.add_many(range(2), report("IDLE"))
     assert of(plan(spec(), fleet.observed(), NOW), SetBounds) == [
         SetBounds(1, 10, Reason.BOUNDS_DRIFT)
@@ -197,7 +200,7 @@ def test_asg_bounds_follow_the_spec() -> None:
 
 def test_scale_in_drains_longest_idle_first() -> None:
     """With excess free, the instance idle the longest is drained; the ASG never picks."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add(1, report("IDLE", idle_for=400))
     longest = fleet.add(2, report("IDLE", idle_for=900))
     fleet.add(3, report("IDLE", idle_for=600))
@@ -248,7 +251,7 @@ def test_scale_in_limits(
     expected: int,
 ) -> None:
     """Drains are limited by idleFor, maxStep, the excess, min and delayAfterScaleOut."""
-    fleet = Fleet(**fleet_kw)  # type: ignore[arg-type]
+    fleet = ObservationBuilder(**fleet_kw)  # type: ignore[arg-type]
     for n in range(count):
         fleet.add(n, report("IDLE", idle_for=idle_for[n]))
     assert len(of(plan(spec(**overrides), fleet.observed(), NOW), DrainInstance)) == expected
@@ -256,7 +259,7 @@ def test_scale_in_limits(
 
 def test_draining_instances_reduce_scale_in_room() -> None:
     """Instances already draining count against the room above min."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add(1, report("IDLE", draining=True))
     fleet.add_many(range(2, 5), report("IDLE", idle_for=900))
     result = plan(spec(capacity={"min": 3, "max": 10}, targetFree=0), fleet.observed(), NOW)
@@ -265,7 +268,7 @@ def test_draining_instances_reduce_scale_in_room() -> None:
 
 def test_drain_not_repeated() -> None:
     """An instance already asked to drain is not asked again."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     asked = fleet.add(1, report("IDLE", idle_for=900))
     fleet.add_many(range(2, 5), report("IDLE", idle_for=100))
     fleet.drain_requested[asked] = NOW - 5
@@ -276,7 +279,7 @@ def test_drain_not_repeated() -> None:
 
 def test_drained_is_terminated_with_decrement() -> None:
     """A drained instance is terminated and the desired capacity decremented."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     drained = fleet.add(1, report("IDLE", drained=True))
     fleet.add_many(range(2, 4), report("IDLE"))
     result = plan(spec(), fleet.observed(), NOW)
@@ -287,7 +290,7 @@ def test_drained_is_terminated_with_decrement() -> None:
 
 def test_drained_at_min_is_replaced() -> None:
     """A drained instance at min capacity is terminated without decrement (the ASG replaces)."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     drained = fleet.add(1, report("IDLE", drained=True))
     result = plan(spec(capacity={"min": 1, "max": 10}), fleet.observed(), NOW)
     assert of(result, Terminate) == [Terminate(drained, False, Reason.DRAINED)]
@@ -295,7 +298,7 @@ def test_drained_at_min_is_replaced() -> None:
 
 def test_scale_out_and_drained_termination_in_one_pass() -> None:
     """Terminations run before the capacity change, which targets the capacity after them."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     drained = fleet.add(1, report("IDLE", drained=True))
     fleet.add_many(range(2, 5), report("BUSY"))
     result = plan(spec(), fleet.observed(), NOW)
@@ -320,7 +323,7 @@ def test_scale_out_and_drained_termination_in_one_pass() -> None:
 )
 def test_replacements_terminate_without_decrement(rep, kwargs, reason) -> None:  # type: ignore[no-untyped-def]
     """Unhealthy, expired and failed-boot instances are terminated for the ASG to replace."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     bad = fleet.add(1, rep, **kwargs)
     fleet.add_many(range(2, 4), report("IDLE"))
     result = plan(spec(), fleet.observed(), NOW)
@@ -330,7 +333,7 @@ def test_replacements_terminate_without_decrement(rep, kwargs, reason) -> None: 
 
 def test_unhealthy_waits_for_unhealthy_for() -> None:
     """An instance unhealthy for less than unhealthyFor is left alone."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add(1, report("IDLE", "UNHEALTHY", unhealthy_for=200))
     fleet.add_many(range(2, 4), report("IDLE"))
     assert of(plan(spec(), fleet.observed(), NOW), Terminate) == []
@@ -338,7 +341,7 @@ def test_unhealthy_waits_for_unhealthy_for() -> None:
 
 def test_replacements_per_pass_are_capped() -> None:
     """At most scaleOut.maxStep instances are replaced in one pass."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add_many(range(6), report("EXPIRED"))
     assert len(of(plan(spec(scaleOut={"maxStep": 2}), fleet.observed(), NOW), Terminate)) == 2
 
@@ -348,7 +351,7 @@ def test_replacements_per_pass_are_capped() -> None:
 
 def test_protection_goes_out_in_batches_of_fifty() -> None:
     """120 instances to protect take three calls of at most 50 ids."""
-    fleet = Fleet(max_size=200)
+    fleet = ObservationBuilder(max_size=200)
     fleet.add_many(range(120), report("BUSY"))
     calls = of(plan(spec(capacity={"min": 1, "max": 200}), fleet.observed(), NOW), SetProtection)
     assert [len(c.instance_ids) for c in calls] == [50, 50, 20]
@@ -356,7 +359,7 @@ def test_protection_goes_out_in_batches_of_fifty() -> None:
 
 def test_only_protection_changes_are_sent() -> None:
     """Instances whose protection already matches get no call; idle ones get unprotected."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add(1, report("BUSY"), protected=True)
     idle = fleet.add(2, report("IDLE"), protected=True)
     fleet.add(3, report("IDLE"))
@@ -370,7 +373,7 @@ def test_only_protection_changes_are_sent() -> None:
 
 def test_startup_window_only_observes() -> None:
     """Right after a start, silent instances are unknown: no scale-out, drain or unprotect."""
-    fleet = Fleet(started_at=NOW - 5)
+    fleet = ObservationBuilder(started_at=NOW - 5)
     fleet.add_many(range(3), None, seen=NOW - 5)
     fleet.add(3, report("IDLE", idle_for=900), protected=True)
     fleet.add(4, report("EXPIRED"))
@@ -382,7 +385,7 @@ def test_startup_window_only_observes() -> None:
 
 def test_startup_window_still_raises_to_min_and_protects() -> None:
     """During the startup window capacity still rises to min and busy instances get protected."""
-    fleet = Fleet(started_at=NOW - 5, desired=0, min_size=2)
+    fleet = ObservationBuilder(started_at=NOW - 5, desired=0, min_size=2)
     busy = fleet.add(1, report("BUSY"), seen=NOW - 5)
     fleet.add(2, None, seen=NOW - 5)
     result = plan(spec(capacity={"min": 3, "max": 10}), fleet.observed(), NOW)
@@ -392,7 +395,7 @@ def test_startup_window_still_raises_to_min_and_protects() -> None:
 
 def test_restart_keeps_protected_silent_instances() -> None:
     """After the window, an instance protected before the restart and still silent stays put."""
-    fleet = Fleet(started_at=NOW - 40)
+    fleet = ObservationBuilder(started_at=NOW - 40)
     silent = fleet.add(1, None, protected=True, seen=NOW - 40)
     fleet.add_many(range(2, 4), report("IDLE"))
     result = plan(spec(), fleet.observed(), NOW)
@@ -404,7 +407,9 @@ def test_restart_keeps_protected_silent_instances() -> None:
 # --- lifecycle hook -------------------------------------------------------------------------
 
 
-def _waiting(fleet: Fleet, rep, *, started: float = NOW - 60, beat: float = NOW - 60) -> str:  # type: ignore[no-untyped-def]
+def _waiting(
+    fleet: ObservationBuilder, rep, *, started: float = NOW - 60, beat: float = NOW - 60
+) -> str:  # type: ignore[no-untyped-def]
     instance_id = fleet.add(9, rep, lifecycle="Terminating:Wait")
     fleet.lifecycle_waits[instance_id] = LifecycleWait(
         instance_id,
@@ -419,7 +424,7 @@ def _waiting(fleet: Fleet, rep, *, started: float = NOW - 60, beat: float = NOW 
 
 def test_lifecycle_heartbeats_while_uploads_pend() -> None:
     """An instance in Terminating:Wait with pending uploads is held with a heartbeat."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add_many(range(2), report("IDLE"))
     waiting = _waiting(fleet, report("IDLE", pending_uploads=2), beat=NOW - 200)
     result = plan(spec(), fleet.observed(), NOW)
@@ -432,7 +437,7 @@ def test_lifecycle_heartbeats_while_uploads_pend() -> None:
 
 def test_lifecycle_no_heartbeat_before_due() -> None:
     """No heartbeat is sent before half the heartbeat timeout has passed."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add_many(range(2), report("IDLE"))
     _waiting(fleet, report("BUSY"), beat=NOW - 100)
     result = plan(spec(), fleet.observed(), NOW)
@@ -452,7 +457,7 @@ def test_lifecycle_no_heartbeat_before_due() -> None:
 )
 def test_lifecycle_continues(rep, started: float, reason: Reason) -> None:  # type: ignore[no-untyped-def]
     """Terminating:Wait ends with CONTINUE once drained, at drain.timeout, or with no agent."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add_many(range(2), report("IDLE"))
     waiting = _waiting(fleet, rep, started=started)
     fleet.first_seen[waiting] = STARTED
@@ -466,15 +471,45 @@ def test_lifecycle_continues(rep, started: float, reason: Reason) -> None:  # ty
 
 def test_requeue_at_next_idle_maturity() -> None:
     """The plan asks to come back when the next idle instance reaches idleFor."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add_many(range(3), report("IDLE", idle_for=295, age=1))
     result = plan(spec(), fleet.observed(), NOW)
     assert result.requeue_after == pytest.approx(5.0)
 
 
+@pytest.mark.parametrize(
+    ("rep", "lifecycle", "expected"),
+    [
+        pytest.param(report("BUSY", age=1), "InService", NOW + 29.1, id="busy-until-stale"),
+        pytest.param(report("IDLE", idle_for=299, age=1), "InService", NOW + 1, id="idle-for"),
+        pytest.param(
+            report("IDLE", "UNHEALTHY", unhealthy_for=290, age=1),
+            "InService",
+            NOW + 10,
+            id="unhealthy-for",
+        ),
+        pytest.param(None, "InService", NOW - 60 + 600, id="boot-timeout"),
+        pytest.param(report("BUSY", age=40), "InService", math.inf, id="stale-waits-for-report"),
+        pytest.param(report("BUSY", age=1), "Terminating", math.inf, id="leaving"),
+    ],
+)
+def test_derive_says_when_time_alone_changes_an_instance(
+    rep: ReportView | None, lifecycle: str, expected: float
+) -> None:
+    """Each instance comes with the moment time alone next changes its state or what the rules
+    may do with it: stale after staleAfter, idleFor, unhealthyFor, bootTimeout; never for an
+    instance that only a report or AWS can change."""
+    fleet = ObservationBuilder()
+    fleet.add(1, rep, lifecycle=lifecycle, seen=NOW - 60)
+    derived = derive_all(spec(), fleet.observed(), NOW)
+    (view,) = derived.views
+    assert view.next_change_at == pytest.approx(expected)
+    assert derived.next_change_at == pytest.approx(expected)
+
+
 def test_requeue_never_beyond_resync() -> None:
     """With nothing due, the plan comes back after resync."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add_many(range(2), report("BUSY", age=0))
     fleet.add_many(range(2, 4), report("IDLE", idle_for=10_000, age=0))
     assert plan(spec(resync="15s"), fleet.observed(), NOW).requeue_after == pytest.approx(15.0)
@@ -482,7 +517,7 @@ def test_requeue_never_beyond_resync() -> None:
 
 def test_protection_lands_before_bounds_change() -> None:
     """Busy instances are protected before MaxSize is lowered, so AWS cannot pick them."""
-    fleet = Fleet(max_size=12, desired=8)
+    fleet = ObservationBuilder(max_size=12, desired=8)
     busy = fleet.add_many(range(8), report("BUSY"))
     result = plan(spec(capacity={"min": 1, "max": 5}), fleet.observed(), NOW)
     kinds = [type(a) for a in result.actions]
@@ -493,7 +528,7 @@ def test_protection_lands_before_bounds_change() -> None:
 
 def test_agent_reporting_before_jibri_causes_no_scale_out() -> None:
     """A new instance whose agent reports before Jibri is up counts as starting, not missing."""
-    fleet = Fleet()
+    fleet = ObservationBuilder()
     fleet.add(1, report("IDLE"))
     fleet.add(2, report("UNKNOWN", "UNKNOWN", jibri_seen=False), seen=NOW - 10)
     assert of(plan(spec(), fleet.observed(), NOW), SetDesiredCapacity) == []

@@ -19,7 +19,7 @@ from controller.model import (
     Terminate,
 )
 from controller.planner import plan
-from tests.support.observations import NOW, Fleet, report, spec
+from tests.support.observations import NOW, ObservationBuilder, report, spec
 
 LIFECYCLES = ["InService", "InService", "InService", "Pending", "Terminating:Wait", "Standby"]
 
@@ -60,7 +60,7 @@ def situations(draw: st.DrawFn) -> tuple[object, Observed]:
         scaleIn={"maxStep": draw(st.integers(0, 4)), "idleFor": "5m"},
     )
     started_ago = draw(st.sampled_from([5.0, 29.0, 31.0, 600.0, 3600.0]))
-    fleet = Fleet(
+    fleet = ObservationBuilder(
         started_at=NOW - started_ago,
         desired=None,
         min_size=draw(st.integers(0, 5)),

@@ -13,7 +13,7 @@ from controller.model import DrainInstance, SetDesiredCapacity
 from controller.planner import plan
 from controller.spec import ConfigError, parse_desired_state
 from controller.spec.schedule import DAY_NAMES, parse_field
-from tests.support.observations import NOW, Fleet, report, spec
+from tests.support.observations import NOW, ObservationBuilder, report, spec
 
 # Tuesday 2026-11-24 08:55 UTC is 09:55 in Berlin.
 TUESDAY_0855_UTC = datetime(2026, 11, 24, 8, 55, tzinfo=UTC).timestamp()
@@ -136,7 +136,7 @@ def test_rules_follow_daylight_saving_time() -> None:
 
 def test_scheduled_target_scales_out_ahead_of_the_hour() -> None:
     """Before the hour, the pre-warm rule's target drives scale-out beyond the spec's."""
-    fleet = Fleet(wall_time=TUESDAY_0855_UTC)
+    fleet = ObservationBuilder(wall_time=TUESDAY_0855_UTC)
     fleet.add_many(range(2), report("IDLE"))
     result = plan(spec(schedule=OFFICE, scaleOut={"maxStep": 10}), fleet.observed(), NOW)
     assert of_capacity(result) == [8]
@@ -148,7 +148,7 @@ def test_scheduled_target_scales_out_ahead_of_the_hour() -> None:
 
 def test_scheduled_target_holds_spares_from_scale_in() -> None:
     """Spares the schedule asks for are not drained, however long they have idled."""
-    fleet = Fleet(wall_time=TUESDAY_0855_UTC + 10 * 60)
+    fleet = ObservationBuilder(wall_time=TUESDAY_0855_UTC + 10 * 60)
     fleet.add_many(range(5), report("IDLE", idle_for=3600))
     assert [
         a
