@@ -1,8 +1,9 @@
 """POST /v1/register, and the credential check of every report (docs/identity.md).
 
-`mount` adds the route to the controller's app; `authenticate_report` is the one place a
-report's `Authorization` header is judged. Both count each outcome, answer a refusal with its
-status and reason, and change nothing else.
+`mount` adds the route to the controller's app; `CredentialAuth` is the one place a report's
+`Authorization` header is judged: the credential before the body is read (401 costs no
+parsing), its binding to the instance and boot once the report is parsed. Both count each
+outcome, answer a refusal with its status and reason, and change nothing else.
 """
 
 from __future__ import annotations
@@ -13,13 +14,20 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from common.logs import event
-from common.wire import MAX_REGISTER_BYTES, REGISTER_PATH, RegisterAnswer, RegisterRequest
-from controller.identity.credentials import authenticate_report as verify_report_credential
+from common.wire import (
+    MAX_REGISTER_BYTES,
+    REGISTER_PATH,
+    RegisterAnswer,
+    RegisterRequest,
+    Report,
+)
+from controller.identity.credentials import Credential, bearer, bind
 from controller.identity.errors import Refused, malformed
 from controller.identity.registrar import NOT_MANAGED_RETRY_SECONDS, Registrar, Registration
 from controller.prometheus import Metrics
@@ -47,17 +55,51 @@ def mount(app: web.Application, context: IdentityContext) -> None:
     app.router.add_post(REGISTER_PATH, post_register)
 
 
-def authenticate_report(
-    context: IdentityContext, authorization: str | None, instance_id: str, boot_id: str
-) -> web.Response | None:
-    """None when the report carries this instance's and this boot's live credential."""
-    try:
-        verify_report_credential(context.registrar.issuer, authorization, instance_id, boot_id)
-    except Refused as refused:
-        context.metrics.report_auth_total.labels(refused.outcome).inc()
+class ReportAuth(Protocol):
+    """How a report proves who sent it: its header before the body is read, then the report."""
+
+    def authenticate(self, authorization: str | None) -> Credential | web.Response:
+        """The credential the header carries, or the 401 that says why there is none."""
+        ...
+
+    def authorize(self, credential: Credential, report: Report) -> web.Response | None:
+        """None when `credential` was issued to the report's instance and boot."""
+        ...
+
+
+@dataclass(frozen=True)
+class CredentialAuth:
+    """Reports authenticated by the per-instance credentials this controller issues."""
+
+    identity: IdentityContext
+
+    def _refused(self, refused: Refused, instance: str | None = None) -> web.Response:
+        self.identity.metrics.report_auth_total.labels(refused.outcome).inc()
+        if refused.outcome == "wrong-instance":
+            # One agent speaking for another is what identity exists to stop: say it each time.
+            event(
+                log,
+                "report refused",
+                level=logging.WARNING,
+                instance=instance,
+                outcome=refused.outcome,
+                reason=refused.reason,
+            )
         return _refusal(refused)
-    context.metrics.report_auth_total.labels("ok").inc()
-    return None
+
+    def authenticate(self, authorization: str | None) -> Credential | web.Response:
+        try:
+            return self.identity.registrar.issuer.open(bearer(authorization))
+        except Refused as refused:
+            return self._refused(refused)
+
+    def authorize(self, credential: Credential, report: Report) -> web.Response | None:
+        try:
+            bind(credential, report.instanceId, report.bootId)
+        except Refused as refused:
+            return self._refused(refused, report.instanceId)
+        self.identity.metrics.report_auth_total.labels("ok").inc()
+        return None
 
 
 def _refusal(refused: Refused, **headers: str) -> web.Response:

@@ -87,6 +87,10 @@ class CredentialIssuer:
 
     def verify(self, token: str, instance_id: str, boot_id: str) -> Credential:
         """The credential if `token` was issued here for this instance and boot and is live."""
+        return bind(self.open(token), instance_id, boot_id)
+
+    def open(self, token: str) -> Credential:
+        """The live credential `token` stands for, if this controller issued it."""
         if len(token) > MAX_TOKEN_CHARS:
             raise _unauthorized("malformed", "the credential is too long")
         encoded, dot, encoded_mac = token.partition(".")
@@ -104,21 +108,11 @@ class CredentialIssuer:
             )
         # Parsed only once authentic: nobody but a holder of the secret reaches this JSON.
         try:
-            version, bound_instance, bound_boot, expires_at = json.loads(raw)
+            version, instance_id, boot_id, expires_at = json.loads(raw)
         except (ValueError, TypeError):
             raise _unauthorized("malformed", "the credential's payload is not readable") from None
         if version != VERSION:
             raise _unauthorized("malformed", f"credential version {version!r} is not {VERSION}")
-        if bound_instance != instance_id:
-            raise Refused(
-                "wrong-instance",
-                403,
-                f"the credential belongs to {bound_instance}, not {instance_id}",
-            )
-        if bound_boot != boot_id:
-            raise _unauthorized(
-                "wrong-boot", "the credential belongs to another boot of this instance; register"
-            )
         if expires_at <= self._now():
             raise _unauthorized("expired", "the credential has expired; register again")
         return Credential(token, instance_id, boot_id, float(expires_at))
@@ -132,6 +126,33 @@ class CredentialIssuer:
                 continue
             return True
         return False
+
+
+def bind(credential: Credential, instance_id: str, boot_id: str) -> Credential:
+    """`credential`, if it was issued to this instance and this boot."""
+    if credential.instance_id != instance_id:
+        raise Refused(
+            "wrong-instance",
+            403,
+            f"the credential belongs to {credential.instance_id}, not {instance_id}",
+        )
+    if credential.boot_id != boot_id:
+        raise _unauthorized(
+            "wrong-boot", "the credential belongs to another boot of this instance; register"
+        )
+    return credential
+
+
+def bearer(authorization: str | None) -> str:
+    """The bearer token of an Authorization header."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("missing", "no bearer credential; register at /v1/register first")
+    # A bearer token is ASCII (RFC 6750); other bytes arrive as surrogates.
+    if not token.isascii():
+        raise _unauthorized("malformed", "the credential is not ASCII")
+    return token
 
 
 def load_secrets(path: Path | None) -> list[bytes]:
@@ -173,8 +194,4 @@ def authenticate_report(
     issuer: CredentialIssuer, authorization: str | None, instance_id: str, boot_id: str
 ) -> Credential:
     """The report's bearer credential, verified for the instance and boot the report names."""
-    scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise _unauthorized("missing", "no bearer credential; register at /v1/register first")
-    return issuer.verify(token, instance_id, boot_id)
+    return issuer.verify(bearer(authorization), instance_id, boot_id)

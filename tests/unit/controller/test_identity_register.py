@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from common.wire import REGISTER_PATH, RegisterAnswer
-from controller.http.register import IDENTITY, IdentityContext, authenticate_report, mount
+from common.wire import REGISTER_PATH, RegisterAnswer, Report
+from controller.http.register import IDENTITY, CredentialAuth, IdentityContext, mount
 from controller.identity.credentials import CredentialIssuer
 from controller.identity.document import load_certificates
 from controller.identity.registrar import Policy, Registrar
@@ -52,15 +52,13 @@ class Harness:
 
 
 async def _report(request: web.Request) -> web.Response:
-    """A stand-in for POST /v1/reports: the body names the instance and boot."""
-    body = await request.json()
-    refusal = authenticate_report(
-        request.app[IDENTITY],
-        request.headers.get("Authorization"),
-        body["instanceId"],
-        body["bootId"],
-    )
-    return refusal or web.json_response({"drain": False})
+    """A stand-in for POST /v1/reports: the credential first, then its binding to the report."""
+    auth = CredentialAuth(request.app[IDENTITY])
+    credential = auth.authenticate(request.headers.get("Authorization"))
+    if isinstance(credential, web.Response):
+        return credential
+    report = Report.model_validate_json(await request.read())
+    return auth.authorize(credential, report) or web.json_response({"drain": False})
 
 
 async def _harness(tmp_path: Path, token: str | None = None) -> Harness:
@@ -105,6 +103,15 @@ def _body(
         "bootId": boot,
         "document": base64.b64encode(document).decode(),
         "signature": (authority or shared_authority()).sign(document),
+    }
+
+
+def _report_body(instance: str, boot: str) -> dict[str, Any]:
+    return {
+        "instanceId": instance,
+        "bootId": boot,
+        "seq": 1,
+        "jibri": {"busyStatus": "IDLE", "healthStatus": "HEALTHY"},
     }
 
 
@@ -186,7 +193,7 @@ async def test_a_report_with_its_own_credential_is_accepted(h: Harness) -> None:
     credential = await _register(h)
     response = await h.client.post(
         "/report",
-        json={"instanceId": INSTANCE, "bootId": "boot-1"},
+        json=_report_body(INSTANCE, "boot-1"),
         headers={"Authorization": f"Bearer {credential}"},
     )
     assert response.status == 200
@@ -200,6 +207,7 @@ async def test_a_report_with_its_own_credential_is_accepted(h: Harness) -> None:
         pytest.param(INSTANCE, "boot-2", "own", 401, "wrong-boot", id="other-boot"),
         pytest.param(INSTANCE, "boot-1", None, 401, "missing", id="no-credential"),
         pytest.param(INSTANCE, "boot-1", "Bearer s3cret", 401, "malformed", id="shared-token"),
+        pytest.param(INSTANCE, "boot-1", "Bearer \u00e9t\u00e9", 401, "malformed", id="non-ascii"),
     ],
 )
 async def test_reports_without_their_own_credential_are_refused(
@@ -208,9 +216,7 @@ async def test_reports_without_their_own_credential_are_refused(
     """A credential opens only its own instance's and boot's reports; everything else is 4xx."""
     credential = await _register(h)
     headers = {"Authorization": f"Bearer {credential}" if header == "own" else header or ""}
-    response = await h.client.post(
-        "/report", json={"instanceId": instance, "bootId": boot}, headers=headers
-    )
+    response = await h.client.post("/report", json=_report_body(instance, boot), headers=headers)
     assert response.status == status
     assert (await response.json())["error"] == outcome
     assert h.count("report_auth", outcome) == 1
