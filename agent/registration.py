@@ -16,7 +16,7 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import aiohttp
 from pydantic import ValidationError
@@ -34,6 +34,33 @@ SIGNATURE_PATH: Final = "/latest/dynamic/instance-identity/signature"
 _IMDS_HINT: Final = (
     "is IMDS enabled, and is the hop limit at least 2 when the agent runs in a container?"
 )
+
+
+class CredentialSource(Protocol):
+    """What the reporter needs: the credential to send, and a way to say it was refused."""
+
+    @property
+    def credential(self) -> str | None:
+        """The credential for the next report; None while there is none (no report is sent)."""
+        ...
+
+    def invalidate(self, credential: str | None) -> None:
+        """The controller refused `credential` (401/403): replace it."""
+        ...
+
+
+@dataclass(frozen=True)
+class StaticCredential:
+    """A fixed bearer token, for talking to a stand-in controller in tests."""
+
+    token: str
+
+    @property
+    def credential(self) -> str | None:
+        return self.token
+
+    def invalidate(self, credential: str | None) -> None:
+        pass
 
 
 @dataclass(frozen=True)
