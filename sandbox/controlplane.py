@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -48,6 +49,18 @@ def parse_action(line: bytes, at: Callable[[float], float]) -> ActionEvent | Non
     )
 
 
+def listening_address(line: bytes) -> str | None:
+    """The first address of the controller's "listening" event, if this line is that event."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("event") != "listening":
+        return None
+    addresses = record.get("addresses") or []
+    return str(addresses[0]) if addresses else None
+
+
 def problem_of(line: bytes) -> str | None:
     """An error the controller logged, in one line, if this is one."""
     try:
@@ -66,7 +79,6 @@ class ControlPlane:
         self,
         *,
         config: Path,
-        port: int,
         token: str,
         env: Mapping[str, str],
         log_path: Path,
@@ -75,9 +87,10 @@ class ControlPlane:
         at: Callable[[float], float],
     ) -> None:
         self.config = config
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = ""
+        """Known once the controller has logged where it listens (it binds port 0)."""
+        self.listening = asyncio.Event()
         self.token = token
-        self._port = port
         self._env = {**env, TOKEN_ENV: self.token}
         self._log_path = log_path
         self._on_action = on_action
@@ -88,7 +101,10 @@ class ControlPlane:
         self.status_error: str | None = "waiting for the controller to answer"
 
     def _line(self, line: bytes) -> None:
-        if (action := parse_action(line, self._at)) is not None:
+        if not self.listening.is_set() and (address := listening_address(line)) is not None:
+            self.url = f"http://{address}"
+            self.listening.set()
+        elif (action := parse_action(line, self._at)) is not None:
             self._on_action(action)
         elif (problem := problem_of(line)) is not None:
             self._on_problem(problem)
@@ -102,7 +118,7 @@ class ControlPlane:
             "--config",
             str(self.config),
             "--listen",
-            f"127.0.0.1:{self._port}",
+            "127.0.0.1:0",
         ]
         self.child = await spawn(
             "controller", argv, env=self._env, log_path=self._log_path, on_stderr_line=self._line
@@ -116,6 +132,19 @@ class ControlPlane:
         """Return once the controller process has exited, with its exit code."""
         assert self.child is not None
         return await self.child.process.wait()
+
+    async def wait_listening(self, within: float) -> None:
+        """Wait until the controller has said where it listens; RuntimeError if it exits or is
+        late."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not self.listening.is_set():
+            if self.exited is not None:
+                raise RuntimeError(self._died())
+            if loop.time() >= deadline:
+                raise RuntimeError(f"the controller did not listen within {within:.0f} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.listening.wait(), 0.25)
 
     async def wait_ready(self, session: aiohttp.ClientSession, within: float) -> None:
         """Wait until /status answers; raise RuntimeError if the controller exits or is late."""

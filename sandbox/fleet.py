@@ -2,7 +2,8 @@
 
 `Fleet.sync()` reads the ASGs and makes the simulation follow them. A new instance "boots" for a
 drawn delay (moto puts instances InService at once; real ones take a minute or more), then its
-Jibri starts in this process and its agent as a child process, pointed at each other. When the
+Jibri starts in this process and its agent as a child process, pointed at each other (the agent
+binds port 0 and writes where it listens to a ready file; the Jibri then pushes there). When the
 instance leaves the group (gone, or Terminating*), both stop, as they would with the VM; if its
 Jibri was still recording, that is a busy instance terminated, the one thing that must never
 happen.
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
-import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,30 +51,33 @@ class BootDelay:
 
 
 class AgentCommand(Protocol):
-    def argv(self, node: Node, jibri: FakeJibri, webhook_port: int) -> list[str]:
-        """The command line of `node`'s agent."""
+    def argv(self, node: Node, jibri: FakeJibri, ready_file: Path) -> list[str]:
+        """The command line of `node`'s agent, which writes where it listens to `ready_file`."""
         ...
 
 
 @dataclass(frozen=True)
 class AgentSettings:
-    """How every agent is started; the per-instance parts come from the node."""
+    """How every agent is started; the per-instance parts come from the node.
 
-    controller_url: str
+    `controller_url` is asked for at each start: the controller binds port 0, so its URL is
+    known only once it listens."""
+
+    controller_url: Callable[[], str]
     bucket: str
     region: str
     report_interval: float = 2.0
     poll_interval: float = 1.0
     extra_args: tuple[str, ...] = ()
 
-    def argv(self, node: Node, jibri: FakeJibri, webhook_port: int) -> list[str]:
+    def argv(self, node: Node, jibri: FakeJibri, ready_file: Path) -> list[str]:
         return [
             sys.executable,
             "-m",
             "agent",
             "run",
             "--controller",
-            self.controller_url,
+            self.controller_url(),
             "--instance-id",
             node.instance_id,
             "--region",
@@ -83,9 +87,11 @@ class AgentSettings:
             "--jibri-shutdown-url",
             jibri.shutdown_url,
             "--webhook-listen",
-            f"127.0.0.1:{webhook_port}",
+            "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--ready-file",
+            str(ready_file),
             "--report-interval",
             f"{self.report_interval}s",
             "--poll-interval",
@@ -121,14 +127,6 @@ def finalize_command(node: Node) -> list[str]:
     ]
 
 
-def free_port() -> int:
-    """A TCP port on loopback that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class Node:
     """One simulated VM."""
 
@@ -139,6 +137,8 @@ class Node:
         self.boot_at = boot_at
         self.jibri: FakeJibri | None = None
         self.agent: Child | None = None
+        self.subscribing: asyncio.Task[None] | None = None
+        """Points the Jibri's webhook at the agent once the agent says where it listens."""
         self.stopped = False
         self.recordings = 0
         self.session: str | None = None
@@ -289,20 +289,24 @@ class Fleet:
     async def _boot(self, node: Node) -> None:
         node.spool_dir.mkdir(parents=True, exist_ok=True)
         node.recordings_dir.mkdir(parents=True, exist_ok=True)
-        webhook_port = free_port()
         jibri = FakeJibri(
             jibri_id=node.instance_id,
-            subscribers=[f"http://127.0.0.1:{webhook_port}"],
             finalize_command=finalize_command(node),
             recordings_dir=node.recordings_dir,
         )
         await jibri.start()
         node.jibri = jibri
+        ready_file = node.directory / "agent.ready.json"
+        ready_file.unlink(missing_ok=True)
         node.agent = await spawn(
             f"agent {node.instance_id}",
-            self._agents.argv(node, jibri, webhook_port),
+            self._agents.argv(node, jibri, ready_file),
             env=self._env,
             log_path=node.directory / "agent.log",
+        )
+        node.subscribing = asyncio.create_task(
+            _subscribe_when_ready(node.agent, jibri, ready_file),
+            name=f"webhook {node.instance_id}",
         )
         log.info(
             "instance %s booted: jibri %s, agent pid %s",
@@ -343,6 +347,8 @@ class Fleet:
 
     async def _stop_node(self, node: Node) -> None:
         node.stopped = True
+        if node.subscribing is not None:
+            node.subscribing.cancel()
         if node.agent is not None:
             await node.agent.stop()
         if node.jibri is not None:
@@ -379,6 +385,8 @@ class Fleet:
         live = self.live()
         for node in live:
             node.stopped = True
+            if node.subscribing is not None:
+                node.subscribing.cancel()
         await asyncio.gather(
             *(n.agent.stop() for n in live if n.agent is not None), return_exceptions=True
         )
@@ -391,6 +399,20 @@ class Fleet:
         for node in self.nodes.values():
             if node.agent is not None:
                 node.agent.kill_now()
+
+
+async def _subscribe_when_ready(agent: Child, jibri: FakeJibri, ready_file: Path) -> None:
+    """Once the agent has written where its webhook listens, have the Jibri push there.
+
+    Until then (and if the agent exits first) the agent still sees Jibri through its polls."""
+    while agent.returncode is None:
+        try:
+            ready = json.loads(await asyncio.to_thread(ready_file.read_text, encoding="utf-8"))
+        except (OSError, ValueError):
+            await asyncio.sleep(0.1)
+            continue
+        jibri.subscribe(f"http://{ready['webhook'][0]}")
+        return
 
 
 def session_sequence(prefix: str = "rec") -> Callable[[], str]:

@@ -29,7 +29,7 @@ from controller.spec import DesiredState
 from sandbox.controlplane import ControlPlane
 from sandbox.demand import DayPattern, Recording
 from sandbox.emulator import Emulator, bootstrap, list_keys, running_emulator
-from sandbox.fleet import AgentSettings, BootDelay, Fleet, free_port
+from sandbox.fleet import AgentSettings, BootDelay, Fleet
 from sandbox.ledger import ActionEvent, Ledger, Summary, summarize
 from sandbox.traffic import Traffic
 from sandbox.view import Snapshot, render
@@ -258,13 +258,13 @@ async def _run(run: _Run, emulator: Emulator, show: Callable[[Snapshot], None]) 
     options = run.options
     await asyncio.to_thread(bootstrap, emulator, options.state, options.bucket)
     rng = random.Random(options.seed)
-    port, token = free_port(), secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(24)
     fleet = Fleet(
         emulator=emulator,
         state=options.state,
         work_dir=options.work_dir,
         agents=AgentSettings(
-            controller_url=f"http://127.0.0.1:{port}", bucket=options.bucket, region=options.region
+            controller_url=lambda: cp.url, bucket=options.bucket, region=options.region
         ),
         env={**emulator.env(), TOKEN_ENV: token},
         boot_delay=options.boot_delay,
@@ -280,7 +280,6 @@ async def _run(run: _Run, emulator: Emulator, show: Callable[[Snapshot], None]) 
 
     cp = ControlPlane(
         config=options.scaled_config,
-        port=port,
         token=token,
         env=emulator.env(),
         log_path=options.work_dir / "controller.log",
@@ -299,13 +298,16 @@ async def _run(run: _Run, emulator: Emulator, show: Callable[[Snapshot], None]) 
             async def refresh() -> None:
                 show(_snapshot(run, cp, fleet))
 
-            # The first instances boot while the controller starts, as they would in AWS.
-            background = [
-                asyncio.create_task(_every(1.0, fleet.sync, "following the ASG"), name="fleet"),
-                asyncio.create_task(_every(1.0, refresh, "view"), name="view"),
-            ]
+            background = [asyncio.create_task(_every(1.0, refresh, "view"), name="view")]
             run.phase = "starting the controller"
             await cp.start()
+            # The controller binds port 0: the agents learn its URL once it says where it
+            # listens. The first instances boot while it starts up, as they would in AWS.
+            if not await _unless_stopped(run, cp.wait_listening(options.ready_timeout)):
+                return
+            background.append(
+                asyncio.create_task(_every(1.0, fleet.sync, "following the ASG"), name="fleet")
+            )
             if not await _unless_stopped(run, cp.wait_ready(session, options.ready_timeout)):
                 return
             background += [

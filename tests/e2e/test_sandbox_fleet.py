@@ -1,20 +1,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from controller.spec import DesiredState, parse_desired_state
 from sandbox import emulator as sandbox_aws
 from sandbox.fake_jibri import FakeJibri
-from sandbox.fleet import BootDelay, Fleet, Node
+from sandbox.fleet import AgentCommand, BootDelay, Fleet, Node
 from sandbox.ledger import ActionEvent, Ledger, summarize
 from sandbox.traffic import Traffic
 from tests.support.aws import Emulator
+from tests.support.loopback import eventually, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +34,26 @@ spec: {autoScalingGroupName: fleet-test, capacity: {min: 0, max: 3}, targetFree:
 class SleepingAgent:
     """Stands in for the agent: these tests are about the simulation around it."""
 
-    def argv(self, node: Node, jibri: FakeJibri, webhook_port: int) -> list[str]:
+    def argv(self, node: Node, jibri: FakeJibri, ready_file: Path) -> list[str]:
         return [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
-@pytest.fixture
-async def fleet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[tuple[Fleet, Ledger]]:
+class ReadyAgent:
+    """Says its webhook listens at `webhook` (the agent's ready file), then sleeps."""
+
+    def __init__(self, webhook: str) -> None:
+        self.webhook = webhook
+
+    def argv(self, node: Node, jibri: FakeJibri, ready_file: Path) -> list[str]:
+        ready = json.dumps({"webhook": [self.webhook], "metrics": []})
+        script = "import sys, time; open(sys.argv[1], 'w').write(sys.argv[2]); time.sleep(120)"
+        return [sys.executable, "-c", script, str(ready_file), ready]
+
+
+@asynccontextmanager
+async def running_fleet(
+    emulator: Emulator, tmp_path: Path, agents: AgentCommand
+) -> AsyncIterator[tuple[Fleet, Ledger]]:
     aws = sandbox_aws.Emulator(emulator.endpoint)
     state: DesiredState = parse_desired_state(POOL)
     await asyncio.to_thread(sandbox_aws.bootstrap, aws, state, "fleet-test-bucket")
@@ -44,7 +63,7 @@ async def fleet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[tuple[Fleet
         emulator=aws,
         state=state,
         work_dir=tmp_path,
-        agents=SleepingAgent(),
+        agents=agents,
         env={},
         boot_delay=BootDelay(0.0, 0.0),
         rng=random.Random(3),
@@ -60,6 +79,40 @@ async def fleet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[tuple[Fleet
     finally:
         await fleet.close()
     assert problems == []
+
+
+@pytest.fixture
+async def fleet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[tuple[Fleet, Ledger]]:
+    async with running_fleet(emulator, tmp_path, SleepingAgent()) as running:
+        yield running
+
+
+async def test_jibri_pushes_to_the_webhook_the_agent_names(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Each Jibri pushes its status to the webhook address its agent wrote to its ready file
+    (the agent binds port 0; nothing picks a port for it)."""
+    pushes: list[dict[str, Any]] = []
+
+    async def status(request: web.Request) -> web.Response:
+        pushes.append(await request.json())
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/status", status)
+    async with serving(app) as url:
+        agents = ReadyAgent(url.removeprefix("http://"))
+        async with running_fleet(emulator, tmp_path, agents) as (fleet, _):
+            node = fleet.live()[0]
+            assert await fleet.start_recording(node, "s1")
+            await eventually(
+                lambda: any(
+                    p.get("jibriId") == node.instance_id
+                    and p.get("status", {}).get("busyStatus") == "BUSY"
+                    for p in pushes
+                ),
+                what="a BUSY push from the node's Jibri",
+            )
 
 
 def _terminate(emulator: Emulator, instance_id: str) -> None:
