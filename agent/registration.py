@@ -20,7 +20,7 @@ from typing import Final, Protocol
 
 import aiohttp
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_result, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential_jitter
 
 from agent.identity import IdentityError, ImdsClient, TransientImdsError
 from common.aiokits.clock import Clock, MonotonicClock
@@ -74,6 +74,8 @@ class Failure:
     kind: str
     """imds, unreachable, timeout, refused, server-error or bad-answer."""
     detail: str
+    retry_after: float | None = None
+    """The controller's Retry-After (an instance not yet seen in its group): try then."""
 
 
 async def read_evidence(
@@ -153,12 +155,20 @@ class Registration:
         """Register, retrying every failure until it succeeds."""
         retrying = AsyncRetrying(
             retry=retry_if_result(lambda outcome: isinstance(outcome, Failure)),
-            wait=self._wait,
+            wait=self._next_try,
             sleep=self._sleep,
         )
         answer: RegisterAnswer | Failure = await retrying(self._attempt)
         assert isinstance(answer, RegisterAnswer)
         return answer
+
+    def _next_try(self, state: RetryCallState) -> float:
+        # An instance the controller has not yet seen in its group is retried at the pace
+        # the controller asks for, not at a back-off grown while it was unreachable.
+        last = state.outcome.result() if state.outcome is not None else None
+        if isinstance(last, Failure) and last.retry_after is not None:
+            return last.retry_after
+        return float(self._wait(state))
 
     async def _sleep(self, seconds: float) -> None:
         await self._clock.sleep(seconds)
@@ -201,6 +211,7 @@ class Registration:
             ) as response:
                 text = await response.text(errors="replace")
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
         except aiohttp.ClientConnectorError as exc:
             return Failure("unreachable", f"cannot connect ({exc.os_error})")
         except TimeoutError:
@@ -213,4 +224,11 @@ class Registration:
             except ValidationError:
                 return Failure("bad-answer", "HTTP 200 with an unexpected body")
         kind = "server-error" if status >= 500 or status in (408, 429) else "refused"
-        return Failure(kind, f"HTTP {status}: {text.strip()[:300]}")
+        return Failure(kind, f"HTTP {status}: {text.strip()[:300]}", _retry_after(retry_after))
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Retry-After in seconds (the controller sends whole seconds), within reason."""
+    if header is None or not header.strip().isdigit():
+        return None
+    return float(min(int(header), 300))

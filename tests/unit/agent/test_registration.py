@@ -31,7 +31,7 @@ class Controller:
 
     requests: list[RegisterRequest] = field(default_factory=list)
     headers: list[str | None] = field(default_factory=list)
-    replies: deque[tuple[int, str]] = field(default_factory=deque)
+    replies: deque[tuple[int, str, dict[str, str]]] = field(default_factory=deque)
     renew_in: int = 30
 
     def app(self) -> web.Application:
@@ -43,8 +43,10 @@ class Controller:
         self.requests.append(RegisterRequest.model_validate_json(await request.read()))
         self.headers.append(request.headers.get("Authorization"))
         if self.replies:
-            status, text = self.replies.popleft()
-            return web.Response(status=status, text=text, content_type="application/json")
+            status, text, headers = self.replies.popleft()
+            return web.Response(
+                status=status, text=text, content_type="application/json", headers=headers
+            )
         credential = f"credential-{len(self.requests)}"
         return web.json_response(
             {"credential": credential, "expiresIn": 2 * self.renew_in, "renewIn": self.renew_in}
@@ -139,12 +141,12 @@ async def test_an_outdated_invalidation_is_ignored(rig: Rig) -> None:
 
 
 async def test_refusals_are_retried_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
-    """A 403 (say, not yet in a managed group) is logged and retried after a back-off."""
+    """A 403 (say, a certificate missing on the controller) is logged and retried later."""
     async with _rig() as rig:
-        rig.controller.replies.append((403, '{"error": "not-managed"}'))
+        rig.controller.replies.append((403, '{"error": "bad-signature"}', {}))
         await eventually(lambda: rig.clock.sleepers == 1, what="backing off")
         assert rig.registration.credential is None
-        assert "not-managed" in _logged(caplog)
+        assert "bad-signature" in _logged(caplog)
         await rig.clock.advance(10)
         await asyncio.wait_for(rig.registration.ready(), 10)
         assert len(rig.controller.requests) == 2
@@ -177,3 +179,18 @@ async def test_the_shared_token_is_sent_when_configured() -> None:
     async with _rig(token="shared") as rig:
         await asyncio.wait_for(rig.registration.ready(), 10)
         assert rig.controller.headers == ["Bearer shared"]
+
+
+async def test_not_yet_managed_is_retried_when_the_controller_says() -> None:
+    """A 403 with Retry-After is retried after that many seconds, not earlier."""
+    async with _rig() as rig:
+        for _ in range(3):
+            rig.controller.replies.append((403, '{"error": "not-managed"}', {"Retry-After": "5"}))
+        for attempt in (1, 2, 3):
+            await eventually(lambda: rig.clock.sleepers == 1, what="waiting to retry")
+            assert len(rig.controller.requests) == attempt
+            await rig.clock.advance(4.9)
+            assert len(rig.controller.requests) == attempt
+            await rig.clock.advance(0.1)
+        await asyncio.wait_for(rig.registration.ready(), 10)
+        assert len(rig.controller.requests) == 4
