@@ -18,11 +18,13 @@ RETENTION_MINUTES: Final = 63 * 24 * 60
 
 @dataclass(frozen=True)
 class MinuteCounts:
-    """One covered minute: recordings started, requests missed, and the most busy recorders."""
+    """One covered minute: recordings started, requests missed, the most busy recorders, and
+    recordings ended."""
 
     started: float = 0.0
     missed: float = 0.0
     busy: float | None = None
+    ended: float = 0.0
 
 
 class DemandHistory:
@@ -35,6 +37,7 @@ class DemandHistory:
         self._started: dict[int, float] = {}
         self._missed: dict[int, float] = {}
         self._busy: dict[int, float] = {}
+        self._ended: dict[int, float] = {}
 
     def arrivals(self, minute: int) -> float | None:
         """Requests in `minute`: recordings started plus requests that found no recorder."""
@@ -43,11 +46,22 @@ class DemandHistory:
             return None
         return started + self._missed.get(minute, 0.0)
 
+    def endings(self, minute: int) -> float | None:
+        """Recordings that ended in `minute` (a recorder went from busy to free)."""
+        if minute not in self._started:
+            return None
+        return self._ended.get(minute, 0.0)
+
     def counts(self, minute: int) -> MinuteCounts | None:
         started = self._started.get(minute)
         if started is None:
             return None
-        return MinuteCounts(started, self._missed.get(minute, 0.0), self._busy.get(minute))
+        return MinuteCounts(
+            started,
+            self._missed.get(minute, 0.0),
+            self._busy.get(minute),
+            self._ended.get(minute, 0.0),
+        )
 
     def cover(self, minute: int) -> None:
         """The controller watched the pool through (part of) `minute`."""
@@ -55,6 +69,10 @@ class DemandHistory:
 
     def add_started(self, minute: int, count: float = 1.0) -> None:
         self._started[minute] = self._started.get(minute, 0.0) + count
+
+    def add_ended(self, minute: int, count: float = 1.0) -> None:
+        self.cover(minute)
+        self._ended[minute] = self._ended.get(minute, 0.0) + count
 
     def add_missed(self, minute: int, count: float) -> None:
         self.cover(minute)
@@ -69,6 +87,7 @@ class DemandHistory:
         started: Mapping[int, float],
         missed: Mapping[int, float] = {},
         busy: Mapping[int, float] = {},
+        ended: Mapping[int, float] = {},
     ) -> int:
         """Take minutes read back from CloudWatch. Where this controller also counted a minute
         (one published while it ran), the larger count wins, so a merge never loses a
@@ -81,6 +100,9 @@ class DemandHistory:
         for minute, value in missed.items():
             self.cover(minute)
             self._missed[minute] = max(value, self._missed.get(minute, 0.0))
+        for minute, value in ended.items():
+            self.cover(minute)
+            self._ended[minute] = max(value, self._ended.get(minute, 0.0))
         for minute, value in busy.items():
             if minute in self._started:
                 self._busy[minute] = max(value, self._busy.get(minute, 0.0))
@@ -95,7 +117,7 @@ class DemandHistory:
 
     def prune(self, now_minute: int) -> None:
         oldest = now_minute - RETENTION_MINUTES
-        for series in (self._started, self._missed, self._busy):
+        for series in (self._started, self._missed, self._busy, self._ended):
             for minute in [m for m in series if m < oldest]:
                 del series[minute]
 

@@ -1,7 +1,7 @@
 """CloudWatch as the truth of a pool's demand history: each completed minute is published as
-RecordingsStarted and RecordingsMissed (1-minute resolution, the pool's namespace, dimension
-AutoScalingGroupName), and read back with GetMetricData when the controller starts, so a
-restart or a replacement controller forgets nothing.
+RecordingsStarted, RecordingsMissed and RecordingsEnded (1-minute resolution, the pool's
+namespace, dimension AutoScalingGroupName), and read back with GetMetricData when the
+controller starts, so a restart or a replacement controller forgets nothing.
 
 CloudWatch keeps 1-minute data 15 days and 5-minute data 63 days: older minutes are read at
 5-minute resolution and spread evenly over their five minutes. BusyInstances, which the
@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol
 
 from common.aiokits.clock import Clock
 from common.logs import event
-from controller.cloudwatch.datapoints import Datum
+from controller.cloudwatch.datapoints import MAX_DATA_PER_REQUEST, Datum
 from controller.demand.history import DemandHistory
 from controller.spec import cloudwatch as cw_names
 
@@ -127,6 +127,7 @@ class HistorySync:
         queries = [
             _query("started", self.target, cw_names.RECORDINGS_STARTED, "Sum", period),
             _query("missed", self.target, cw_names.RECORDINGS_MISSED, "Sum", period),
+            _query("ended", self.target, cw_names.RECORDINGS_ENDED, "Sum", period),
             _query("busy", self.target, cw_names.BUSY, "Maximum", period),
         ]
         points = await self._api.get_metric_data(queries, first * 60.0, last * 60.0)
@@ -135,6 +136,7 @@ class HistorySync:
             _per_minute(points.get("started", ()), minutes),
             _per_minute(points.get("missed", ()), minutes),
             busy,
+            _per_minute(points.get("ended", ()), minutes),
         )
 
     async def publish(self, now: float) -> int:
@@ -148,10 +150,12 @@ class HistorySync:
             stamp = minute * 60.0
             data.append(self._datum(cw_names.RECORDINGS_STARTED, counts.started, stamp))
             data.append(self._datum(cw_names.RECORDINGS_MISSED, counts.missed, stamp))
-        for start in range(0, len(data), 1000):
-            await self._api.put_metric_data(self.target.namespace, data[start : start + 1000])
+            data.append(self._datum(cw_names.RECORDINGS_ENDED, counts.ended, stamp))
+        for start in range(0, len(data), MAX_DATA_PER_REQUEST):
+            batch = data[start : start + MAX_DATA_PER_REQUEST]
+            await self._api.put_metric_data(self.target.namespace, batch)
         self.published_through = done
-        return len(data) // 2
+        return len(data) // len(cw_names.HISTORY_METRICS)
 
     def _datum(self, metric: str, value: float, stamp: float) -> Datum:
         return Datum(

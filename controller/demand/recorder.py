@@ -1,5 +1,6 @@
 """Turns what the controller sees into demand per minute: an instance going from idle to busy
-is a recording started; jicofo's failures are requests missed."""
+is a recording started, and back to idle a recording ended; jicofo's failures are requests
+missed."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class DemandRecorder:
         controller restart) is not a new recording, and an unknown spell in between neither
         adds one nor hides one that follows."""
         minute = int(wall_time // 60)
-        started = 0
+        started = ended = 0
         known: dict[str, bool] = {}
         for instance, now_busy in busy.items():
             before = self._busy.get(instance)
@@ -34,10 +35,14 @@ class DemandRecorder:
                 continue
             if now_busy and before is False:
                 started += 1
+            elif before and not now_busy:
+                ended += 1
             known[instance] = now_busy
         self._busy = known
         if started:
             self.history.add_started(minute, started)
+        if ended:
+            self.history.add_ended(minute, ended)
         self.history.note_busy(minute, float(sum(1 for b in busy.values() if b)))
         return started
 

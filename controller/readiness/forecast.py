@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Final, Protocol
 from zoneinfo import ZoneInfo
 
@@ -37,11 +38,15 @@ FALLBACK_DAYS: Final = 6
 
 
 class History(Protocol):
-    """A pool's demand per epoch minute (`int(wall_time // 60)`)."""
+    """A pool's demand per epoch minute (`int(wall_time // 60)`); None where nothing was
+    recorded (the controller was not running)."""
 
     def arrivals(self, minute: int) -> float | None:
-        """Requests for a recorder in that minute (recordings started plus requests that found
-        none), or None where nothing was recorded (the controller was not running)."""
+        """Requests for a recorder: recordings started plus requests that found none."""
+        ...
+
+    def endings(self, minute: int) -> float | None:
+        """Recordings that ended, freeing their recorder."""
         ...
 
 
@@ -62,6 +67,9 @@ class ReadinessTarget:
     horizon: float
     expected: float
     """Arrivals the history expects within the horizon."""
+    ending: float
+    """Recordings the history expects to end (and free their recorder) in time to serve them,
+    at most the recorders busy now."""
     surprise: float
     """Arrivals beyond the history's, expected within the horizon at the recent rate."""
     samples: int
@@ -86,19 +94,44 @@ def robust_high(samples: Iterable[float]) -> float | None:
     return ordered[1] if len(ordered) >= 3 else ordered[0]
 
 
-def _window_sum(history: History, first: int, count: int) -> float | None:
-    total = 0.0
-    for minute in range(first, first + count):
-        value = history.arrivals(minute)
-        if value is None:
+def robust_low(samples: Iterable[float]) -> float | None:
+    """The mirror of robust_high, for what frees recorders: no odd day raises it."""
+    ordered = sorted(samples)
+    if not ordered:
+        return None
+    return ordered[1] if len(ordered) >= 3 else ordered[0]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the past says of the minutes from a moment on: arrivals through each minute
+    (robustly high) and recordings ended before it (robustly low)."""
+
+    arrivals: tuple[float, ...]
+    ended_before: tuple[float, ...]
+    samples: int
+
+
+def _sample(history: History, first: int, span: int) -> tuple[list[float], list[float]] | None:
+    """Cumulative arrivals through, and endings before, each of `span` minutes from `first`."""
+    arrived: list[float] = []
+    ended: list[float] = [0.0]
+    total_a = total_e = 0.0
+    for minute in range(first, first + span):
+        a = history.arrivals(minute)
+        e = history.endings(minute)
+        if a is None:
             return None
-        total += value
-    return total
+        total_a += a
+        total_e += e or 0.0
+        arrived.append(total_a)
+        ended.append(total_e)
+    return arrived, ended[:span]
 
 
-def _sample_starts(now: float, zone: ZoneInfo, weeks: int) -> list[float]:
-    """Wall times of the same local moment on the same weekday of past weeks, then (if fewer
-    than MIN_WEEKS) on recent days of the same kind. Local-time arithmetic keeps DST right."""
+def _sample_starts(now: float, zone: ZoneInfo, weeks: int) -> tuple[list[float], list[float]]:
+    """Wall times of the same local moment on the same weekday of past weeks, and on recent
+    days of the same kind (weekday or weekend). Local-time arithmetic keeps DST right."""
     local = datetime.fromtimestamp(now, zone)
     same = [(local - timedelta(days=7 * k)).timestamp() for k in range(1, weeks + 1)]
     weekend = local.weekday() >= 5
@@ -107,37 +140,80 @@ def _sample_starts(now: float, zone: ZoneInfo, weeks: int) -> list[float]:
         for d in range(1, FALLBACK_DAYS + 1)
         if ((local - timedelta(days=d)).weekday() >= 5) == weekend
     ]
-    return same + days
+    return same, days
 
 
-def _expected(
-    history: History, starts: list[float], weeks: int, offset: int, count: int
-) -> tuple[float, int]:
-    """Robust arrivals over `count` minutes from `offset` minutes after each sample start."""
-    found = [
-        s
-        for t in starts[:weeks]
-        if (s := _window_sum(history, int(t // 60) + offset, count)) is not None
-    ]
+def profile(
+    history: History, now: float, zone: ZoneInfo, weeks: int, offset: int, span: int
+) -> Profile:
+    """The robust profile of `span` minutes from `offset` minutes after now's minute, drawn
+    from past weeks, or recent days where fewer than MIN_WEEKS weeks were recorded."""
+    same, days = _sample_starts(now, zone, weeks)
+    found = [x for t in same if (x := _sample(history, int(t // 60) + offset, span))]
     if len(found) < MIN_WEEKS:
-        found += [
-            s
-            for t in starts[weeks:]
-            if (s := _window_sum(history, int(t // 60) + offset, count)) is not None
-        ]
-    value = robust_high(found)
-    return (0.0, 0) if value is None else (value, len(found))
+        found += [x for t in days if (x := _sample(history, int(t // 60) + offset, span))]
+    if not found:
+        return Profile((0.0,) * span, (0.0,) * span, 0)
+    arrivals = tuple(robust_high(a[j] for a, _ in found) or 0.0 for j in range(span))
+    ended = tuple(robust_low(e[j] for _, e in found) or 0.0 for j in range(span))
+    return Profile(arrivals, ended, len(found))
 
 
-def _spares(expected: float, miss: float, cap: int) -> int:
-    return min(cap, poisson_quantile(expected, miss))
+@lru_cache(maxsize=4096)
+def _quantile(expected: float, miss: float) -> int:
+    return poisson_quantile(expected, miss)
+
+
+def spares_needed(
+    past: Profile, miss: float, *, extra: float = 0.0, busy: int | None = None
+) -> tuple[int, float]:
+    """Spares for the worst minute of the profile: the upper quantile of the arrivals through
+    it (plus `extra` spread evenly over the span), less the recorders freed before it, which
+    can be at most the `busy` recorders there are now (no endings are counted without it).
+    Returns the spares and the endings counted at that minute."""
+    span = len(past.arrivals)
+    worst, credit = 0, 0.0
+    previous = -1.0
+    for j in range(span):
+        arrived = past.arrivals[j] + extra * (j + 1) / span
+        if arrived <= previous:
+            continue  # endings only grow, so a minute with no new arrival needs no more
+        previous = arrived
+        freed = 0.0 if busy is None else min(float(busy), past.ended_before[j])
+        need = _quantile(round(arrived, 3), miss) - math.floor(freed)
+        if need > worst:
+            worst, credit = need, freed
+    return worst, credit
+
+
+def _observed_surprise(
+    history: History, now: float, zone: ZoneInfo, weeks: int, horizon: float
+) -> float:
+    """Arrivals of the last minutes beyond what the same minutes of the past predicted, as the
+    arrivals expected at that rate within the horizon."""
+    minute = int(now // 60)
+    elapsed = now - minute * 60.0
+    observed = 0.0
+    for m in range(minute - REACTIVE_MINUTES, minute + 1):
+        observed += history.arrivals(m) or 0.0
+    past = profile(history, now, zone, weeks, -REACTIVE_MINUTES, REACTIVE_MINUTES + 1)
+    before = past.arrivals[REACTIVE_MINUTES - 1]
+    predicted = before + (past.arrivals[REACTIVE_MINUTES] - before) * elapsed / 60.0
+    duration = REACTIVE_MINUTES * 60.0 + elapsed
+    return max(0.0, observed - predicted) * horizon / duration
+
+
+def _span(moment: float, horizon: float) -> int:
+    # Every minute the horizon touches counts whole: bursts land on the minute's first seconds.
+    return int((moment + horizon) // 60) - int(moment // 60) + 1
 
 
 def readiness_target(
-    spec: PoolSpec, history: History, now: float, horizon: float
+    spec: PoolSpec, history: History, now: float, horizon: float, busy: int | None = None
 ) -> ReadinessTarget:
     """The free recorders to hold at wall time `now` (epoch seconds), given the pool's demand
-    history and the boot horizon in seconds."""
+    history, the boot horizon in seconds, and the recorders busy now (which bounds the
+    recordings that can end; None counts no endings)."""
     in_force = spec.target_in_force(now)
     floor = in_force.value
     settings = spec.readiness
@@ -151,6 +227,7 @@ def readiness_target(
             total=floor,
             horizon=horizon,
             expected=0.0,
+            ending=0.0,
             surprise=0.0,
             samples=0,
             later=floor,
@@ -158,26 +235,13 @@ def readiness_target(
         )
     miss, cap, weeks = settings.missTarget, spec.max_spares, settings.lookbackWeeks
     zone = spec.schedule.zone
-    minute = int(now // 60)
-    # Every minute the horizon touches counts whole: bursts land on the minute's first seconds.
-    span = int((now + horizon) // 60) - minute + 1
-    starts = _sample_starts(now, zone, weeks)
-    expected, samples = _expected(history, starts, weeks, 0, span)
-
-    # What arrived lately beyond what the same minutes of the past predicted.
-    elapsed = now - minute * 60.0
-    observed = 0.0
-    for m in range(minute - REACTIVE_MINUTES, minute + 1):
-        observed += history.arrivals(m) or 0.0
-    predicted, _ = _expected(history, starts, weeks, -REACTIVE_MINUTES, REACTIVE_MINUTES)
-    current, _ = _expected(history, starts, weeks, 0, 1)
-    predicted += current * elapsed / 60.0
-    duration = REACTIVE_MINUTES * 60.0 + elapsed
-    surprise = max(0.0, observed - predicted) * horizon / duration
-
-    forecast = _spares(expected, miss, cap)
-    learned = _spares(expected + surprise, miss, cap)
-    later, confident = _later(spec, history, now, horizon, forecast=forecast, samples=samples)
+    ends = busy if settings.countEndings else None
+    past = profile(history, now, zone, weeks, 0, _span(now, horizon))
+    surprise = _observed_surprise(history, now, zone, weeks, horizon)
+    forecast, ending = spares_needed(past, miss, busy=ends)
+    learned, _ = spares_needed(past, miss, extra=surprise, busy=ends)
+    forecast, learned = min(cap, forecast), min(cap, learned)
+    later, confident = _later(spec, history, now, horizon, forecast=forecast, busy=ends)
     return ReadinessTarget(
         floor=floor,
         schedule_rule=in_force.rule,
@@ -186,29 +250,29 @@ def readiness_target(
         reactive=learned - forecast,
         total=max(floor, learned),
         horizon=horizon,
-        expected=expected,
+        expected=past.arrivals[-1],
+        ending=ending,
         surprise=surprise,
-        samples=samples,
+        samples=past.samples,
         later=later,
-        drain_early=settings.drainEarly and confident,
+        drain_early=settings.drainEarly and confident and past.samples > 0,
     )
 
 
 def _later(
-    spec: PoolSpec, history: History, now: float, horizon: float, *, forecast: int, samples: int
+    spec: PoolSpec, history: History, now: float, horizon: float, *, forecast: int, busy: int | None
 ) -> tuple[int, bool]:
     """The most floor and forecast ask for at each minute start within scaleIn.idleFor, and
     whether the history covered every one of those moments (only then may scale-in trust it)."""
     settings = spec.readiness
     most = max(spec.target_in_force(now).value, forecast)
-    confident = samples > 0
-    steps = math.ceil(spec.scaleIn.idleFor / 60.0)
-    for step in range(1, steps + 1):
+    confident = True
+    for step in range(1, math.ceil(spec.scaleIn.idleFor / 60.0) + 1):
         moment = (int(now // 60) + step) * 60.0
-        starts = _sample_starts(moment, spec.schedule.zone, settings.lookbackWeeks)
-        span = int((moment + horizon) // 60) - int(moment // 60) + 1
-        expected, found = _expected(history, starts, settings.lookbackWeeks, 0, span)
-        confident = confident and found > 0
-        spares = _spares(expected, settings.missTarget, spec.max_spares)
-        most = max(most, spec.target_in_force(moment).value, spares)
+        past = profile(
+            history, moment, spec.schedule.zone, settings.lookbackWeeks, 0, _span(moment, horizon)
+        )
+        confident = confident and past.samples > 0
+        spares, _ = spares_needed(past, settings.missTarget, busy=busy)
+        most = max(most, spec.target_in_force(moment).value, min(spec.max_spares, spares))
     return most, confident

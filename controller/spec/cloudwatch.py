@@ -29,7 +29,9 @@ RECORDINGS_STARTED: Final = "RecordingsStarted"
 no value is a minute the controller did not watch)."""
 RECORDINGS_MISSED: Final = "RecordingsMissed"
 """Per minute: requests jicofo found no recorder for (spec.demand.jicofo)."""
-HISTORY_METRICS: Final = (RECORDINGS_STARTED, RECORDINGS_MISSED)
+RECORDINGS_ENDED: Final = "RecordingsEnded"
+"""Per minute: recorders that went from busy back to free."""
+HISTORY_METRICS: Final = (RECORDINGS_STARTED, RECORDINGS_MISSED, RECORDINGS_ENDED)
 """Counts the controller publishes once a minute as the pool's demand history; their Sum over
 a period is the count in it."""
 

@@ -34,6 +34,9 @@ class Readiness(SpecModel):
     lookbackWeeks: Annotated[int, Field(ge=1, le=8)] = 4
     """Same-weekday samples the forecast takes (CloudWatch keeps per-minute data 15 days and
     5-minute data 63 days)."""
+    countEndings: bool = True
+    """Count on recordings the history expects to end within the horizon (at most those
+    running now): their recorders serve the next requests, so fewer spares are held."""
     drainEarly: bool = True
     """Drain idle spares above the forecast without waiting out scaleIn.idleFor, when the
     history says they will not be needed within it."""

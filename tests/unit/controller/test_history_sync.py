@@ -57,6 +57,7 @@ async def test_history_survives_a_restart(emulator: Emulator) -> None:
     async with cloudwatch(emulator.endpoint) as api:
         first = recorded({0: 3, 2: 1, 4: 7}, covered=range(0, 6))
         first.add_missed(MINUTE + 4, 2)
+        first.add_ended(MINUTE + 5, 4)
         sync = HistorySync(api, first, TARGET, pool="p", started_at=START)
         assert await sync.publish(START + 6 * 60 + 5) == 6
 
@@ -65,6 +66,7 @@ async def test_history_survives_a_restart(emulator: Emulator) -> None:
         assert await reader.backfill(START + 3600, days=1) == 6
     assert [second.arrivals(MINUTE + m) for m in range(-1, 7)] == [None, 3, 0, 1, 0, 9, 0, None]
     assert second.counts(MINUTE + 4).missed == 2  # type: ignore[union-attr]
+    assert [second.endings(MINUTE + m) for m in (4, 5, 6)] == [0, 4, None]
 
 
 async def test_publish_sends_each_minute_once(emulator: Emulator) -> None:
@@ -154,6 +156,16 @@ def test_recorder_counts_idle_to_busy(passes: list[dict[str, bool | None]], star
     for i, states in enumerate(passes):
         recorder.observe(START + i * 5.0, states)
     assert history.arrivals(MINUTE) == started
+
+
+def test_recorder_counts_busy_to_idle_as_ended() -> None:
+    """A recording ended is a known busy → free change; a busy instance that goes silent or
+    leaves has not been seen to end."""
+    history = DemandHistory()
+    recorder = DemandRecorder(history)
+    recorder.observe(START, {"a": True, "b": True, "c": True})
+    recorder.observe(START + 5, {"a": False, "b": None})
+    assert history.endings(MINUTE) == 1
 
 
 def test_recorder_counts_missed_as_demand() -> None:

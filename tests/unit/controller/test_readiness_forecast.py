@@ -167,6 +167,34 @@ def test_drain_early_keeps_what_idle_for_will_need() -> None:
     assert (no_early.drain_early, no_early.keep) == (False, 2)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "busy", "spares"),
+    [
+        pytest.param({}, 30, poisson_quantile(20, 0.005) - 15, id="endings-free-recorders"),
+        pytest.param({}, 6, poisson_quantile(20, 0.005) - 6, id="no-more-than-busy-now"),
+        pytest.param({}, None, poisson_quantile(20, 0.005), id="busy-unknown-counts-none"),
+        pytest.param(
+            {"readiness": {"countEndings": False}},
+            30,
+            poisson_quantile(20, 0.005),
+            id="count-endings-off",
+        ),
+    ],
+)
+def test_recordings_ending_before_the_burst_serve_it(
+    overrides: dict[str, object], busy: int | None, spares: int
+) -> None:
+    """Recorders the history says will be freed before the burst lower the spares held, never
+    by more than the recorders busy now; endings in the burst's own minute do not count."""
+    demand = weekly(20, 20, 20)
+    for week in (1, 2, 3):
+        demand.add_ended(BURST - 1 - week * 7 * 1440, 15)
+        demand.add_ended(BURST - week * 7 * 1440, 50)
+    target = readiness_target(pool(**overrides), demand, NOW, HORIZON, busy=busy)
+    assert target.forecast == spares
+    assert target.ending == (0 if busy is None or overrides else min(15, busy))
+
+
 def test_robust_high() -> None:
     """Highest of one or two samples, second highest of three or more, None of none."""
     assert [robust_high(s) for s in ([], [3], [3, 9], [3, 9, 7], [9, 9, 1])] == [None, 3, 9, 7, 9]
@@ -226,6 +254,8 @@ counts = st.lists(st.integers(0, 30), min_size=0, max_size=4)
     max_spares=st.integers(0, 40),
     factor=st.integers(1, 4),
     offset=st.floats(-600, 600),
+    ended=st.integers(0, 30),
+    busy=st.one_of(st.none(), st.integers(0, 40)),
 )
 def test_properties(
     weeks: list[int],
@@ -234,8 +264,10 @@ def test_properties(
     max_spares: int,
     factor: int,
     offset: float,
+    ended: int,
+    busy: int | None,
 ) -> None:
-    """Never below the floor, never above the caps, and more demand never lowers the target."""
+    """Never below the floor, never above the caps, and more requests never lower the target."""
     pool_spec = spec(
         capacity={"min": 0, "max": 40},
         targetFree=target_free,
@@ -244,6 +276,8 @@ def test_properties(
 
     def build(scale: int, extra_recent: int = 0) -> DemandHistory:
         h = weekly(*(c * scale for c in weeks))
+        for k in range(1, len(weeks) + 1):
+            h.add_ended(BURST - 1 - k * 7 * 1440, ended)
         for i, c in enumerate(recent):
             h.add_started(
                 int((NOW + offset) // 60) - i, c * scale + (extra_recent if i == 0 else 0)
@@ -251,9 +285,9 @@ def test_properties(
         return h
 
     now = NOW + offset
-    base = readiness_target(pool_spec, build(1), now, HORIZON)
+    base = readiness_target(pool_spec, build(1), now, HORIZON, busy)
     assert base.total >= target_free
     assert base.total <= max(target_free, max_spares) <= 40
     assert base.total == max(target_free, min(max_spares, base.forecast + base.reactive))
-    assert readiness_target(pool_spec, build(factor), now, HORIZON).total >= base.total
-    assert readiness_target(pool_spec, build(1, 5), now, HORIZON).total >= base.total
+    assert readiness_target(pool_spec, build(factor), now, HORIZON, busy).total >= base.total
+    assert readiness_target(pool_spec, build(1, 5), now, HORIZON, busy).total >= base.total
