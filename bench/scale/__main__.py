@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,11 +52,20 @@ spec:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _listening_url(log_path: Path, process: subprocess.Popen[bytes], deadline: float) -> str:
+    """The controller binds port 0; its "listening" event in the log names the port taken."""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the controller exited with {process.returncode}; see {log_path}")
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == "listening":
+                return f"http://{record['addresses'][0]}"
+        time.sleep(0.1)
+    raise RuntimeError(f"the controller did not listen in time; see {log_path}")
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -135,18 +143,18 @@ def bench_fleet(
 ) -> dict[str, Any]:
     token = secrets.token_hex(16)
     env = {**os.environ, TOKEN_ENV: token}
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "desired-state.yaml"
         config.write_text(CONFIG.format(n=n))
         log_path = out / f"bench-controller-{n}.log"
         with log_path.open("wb") as log:
             command = [sys.executable, "-m", "bench.scale.launcher", "--config", str(config)]
-            command += ["--listen", f"127.0.0.1:{port}", "--aws-latency", str(latency)]
+            command += ["--listen", "127.0.0.1:0", "--aws-latency", str(latency)]
             controller = subprocess.Popen(command, env=env, stdout=log, stderr=log)
             try:
-                _wait_healthy(url, controller, time.monotonic() + 60.0)
+                deadline = time.monotonic() + 60.0
+                url = _listening_url(log_path, controller, deadline)
+                _wait_healthy(url, controller, deadline)
                 return _measure(
                     n, url, controller, env, duration, warmup, changes, latency, generators, tmp
                 )

@@ -193,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"set {TOKEN_ENV}", file=sys.stderr)
         return 2
     logs.configure(getattr(logging, args.log_level))
+    # The "listening" event names the port taken with --listen …:0, whatever the level.
+    logging.getLogger("controller.http").setLevel(min(logging.INFO, logging.root.level))
     try:
         asyncio.run(run(args.config, host, int(port), token, args.aws_latency))
     except UsageError as exc:
