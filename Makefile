@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 system-deps:
 	bash scripts/system-deps.sh
 
-# Style, formatting and the layering contracts of pyproject.toml ([tool.importlinter]).
-lint: $(STAMP)
+# Style, formatting, the layering contracts of pyproject.toml ([tool.importlinter]) and types.
+lint: $(STAMP) typecheck
 	$(BIN)/ruff check common controller agent sandbox bench tests
 	$(BIN)/ruff format --check common controller agent
 	$(BIN)/lint-imports --no-cache
