@@ -1,0 +1,79 @@
+"""One pool's readiness between passes: what the loop keeps and calls.
+
+Before each plan, `target` gives the readiness target for the planner (from the history as of
+the last pass); after it, `record` feeds the plan's instance states to the demand history and
+the boot times. Recording after the plan reuses the states the plan derived, so readiness adds
+no second derivation of a large fleet; its view of demand lags by one pass (seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from controller.demand.history import DemandHistory
+from controller.demand.recorder import DemandRecorder
+from controller.model import InstanceState, InstanceView, Observed
+from controller.readiness.boot import BootTimes, boot_horizon
+from controller.readiness.forecast import ReadinessTarget, readiness_target
+from controller.spec import PoolSpec
+
+_BUSY: Final = {
+    InstanceState.BUSY: True,
+    InstanceState.IDLE: False,
+    InstanceState.STARTING: False,
+}
+"""Whether an instance is recording, for the states that say; the others say nothing."""
+
+
+class PoolReadiness:
+    def __init__(self, history: DemandHistory | None = None) -> None:
+        self.history = history if history is not None else DemandHistory()
+        self.recorder = DemandRecorder(self.history)
+        self.boots = BootTimes()
+        self.busy: int | None = None
+        """Recorders busy at the last pass recorded (None before the first)."""
+        self.last: ReadinessTarget | None = None
+        self._before_us: set[str] | None = None
+        """Instances of the first pass recorded: their launch predates what we saw."""
+
+    def horizon(self, spec: PoolSpec) -> float:
+        return spec.readiness.horizon or boot_horizon(self.boots.durations)
+
+    def target(self, spec: PoolSpec, wall_time: float | None) -> ReadinessTarget | None:
+        """The readiness target at `wall_time`, or None without a wall clock (the planner then
+        keeps targetFree, as before)."""
+        if wall_time is None:
+            return None
+        self.last = readiness_target(
+            spec, self.history, wall_time, self.horizon(spec), busy=self.busy
+        )
+        return self.last
+
+    def record(self, observed: Observed, instances: Iterable[InstanceView], now: float) -> int:
+        """Feed one pass's instance states (`Plan.instances`); returns recordings started.
+
+        Boot times use the controller's own clock (`now`, `Observed.first_seen`), counting
+        only instances that appeared after the first pass: an instance already booting at a
+        restart would otherwise pass for a quick boot."""
+        views = tuple(instances)
+        if self._before_us is None:
+            self._before_us = {v.instance_id for v in views}
+        states: dict[str, bool | None] = {}
+        busy = 0
+        for view in views:
+            state = _BUSY.get(view.state)
+            states[view.instance_id] = state
+            busy += state is True
+            if view.state is InstanceState.STARTING:
+                seen = observed.first_seen.get(view.instance_id)
+                if seen is not None and view.instance_id not in self._before_us:
+                    self.boots.starting(view.instance_id, seen)
+            elif view.state is InstanceState.IDLE:
+                self.boots.ready(view.instance_id, now)
+        self.boots.forget(set(states))
+        self._before_us &= set(states)
+        self.busy = busy
+        if observed.wall_time is None:
+            return 0
+        return self.recorder.observe(observed.wall_time, states)
