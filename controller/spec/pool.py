@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, StringConstraints, model_validator
 
 from common.durations import Duration, PositiveDuration
+from controller.spec import cloudwatch as cw_names
 from controller.spec.base import FieldProblem, Name, SpecModel, field_errors
 from controller.spec.cloudwatch import CloudWatch
 from controller.spec.readiness import Demand, Readiness
@@ -86,6 +87,39 @@ class PoolSpec(SpecModel):
         ]
         if too_high:
             raise field_errors(*too_high)
+        return self
+
+    @model_validator(mode="after")
+    def _history_alarms(self) -> Self:
+        """Alarms on the demand history metrics that could never work as written."""
+        cloud = self.cloudWatch
+        problems: list[FieldProblem] = []
+        for index, alarm in enumerate(cloud.alarms):
+            ours = (
+                alarm.metricName in cw_names.HISTORY_METRICS
+                and (alarm.namespace or cloud.namespace) == cloud.namespace
+                and (alarm.dimensions is None or set(alarm.dimensions) == {cw_names.DIMENSION})
+            )
+            at: tuple[str | int, ...] = ("cloudWatch", "alarms", index)
+            if ours and not self.demand.history:
+                problems.append(
+                    (
+                        (*at, "metricName"),
+                        alarm.metricName,
+                        "demand history is off (spec.demand.history: false)",
+                    )
+                )
+            elif ours and alarm.period < 60:
+                problems.append(
+                    (
+                        (*at, "period"),
+                        alarm.period,
+                        f"{alarm.metricName} is published once a minute: use a period of "
+                        "at least 60 s",
+                    )
+                )
+        if problems:
+            raise field_errors(*problems)
         return self
 
     def target_free_at(self, wall_time: float | None) -> tuple[int, int | None]:

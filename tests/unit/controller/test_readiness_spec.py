@@ -124,3 +124,51 @@ def test_bad_sections_name_the_field(section: dict[str, Any], path: str, reason:
     message = str(caught.value)
     assert f"pools.yaml: document 1: {path}: " in message
     assert reason in message
+
+
+MISSED_ALARM = {
+    "name": "recordings-missed",
+    "metricName": "RecordingsMissed",
+    "statistic": "Sum",
+    "threshold": 1,
+    "comparisonOperator": "GreaterThanOrEqualToThreshold",
+}
+
+
+def test_alarm_on_missed_recordings_is_valid() -> None:
+    """RecordingsMissed is a count per minute: an alarm on its Sum is accepted."""
+    spec = loaded(cloudWatch={"alarms": [MISSED_ALARM]})
+    assert spec.cloudWatch.alarms[0].metricName == "RecordingsMissed"
+
+
+@pytest.mark.parametrize(
+    ("section", "path", "reason"),
+    [
+        pytest.param(
+            {"cloudWatch": {"alarms": [MISSED_ALARM]}, "demand": {"history": False}},
+            "spec.cloudWatch.alarms[0].metricName",
+            "demand history is off",
+            id="history-off",
+        ),
+        pytest.param(
+            {
+                "cloudWatch": {
+                    "storageResolution": 1,
+                    "alarms": [{**MISSED_ALARM, "period": "10s"}],
+                }
+            },
+            "spec.cloudWatch.alarms[0].period",
+            "published once a minute",
+            id="sub-minute-period",
+        ),
+    ],
+)
+def test_alarms_on_history_metrics_that_cannot_work(
+    section: dict[str, Any], path: str, reason: str
+) -> None:
+    """An alarm on a demand history metric that is not published, or finer than a minute,
+    fails with its field path."""
+    with pytest.raises(ConfigError) as caught:
+        parse_desired_state(pool(**section), "pools.yaml")
+    assert f"pools.yaml: document 1: {path}: " in str(caught.value)
+    assert reason in str(caught.value)
