@@ -8,13 +8,15 @@
   such weeks are recorded, the recent days of the same kind (weekday or weekend) stand in. Of
   three or more samples the highest is dropped, so one odd day (an event that will not
   recur) does not set the target for weeks, while an odd quiet day (a holiday) changes
-  nothing.
+  nothing. Recordings the same samples saw end before a request are counted on to serve it
+  (robustly low, and never more than the recorders busy now).
 - The **reactive** term covers a burst nobody predicted: the arrivals of the last few
   minutes beyond what the history predicted for them, as a rate over the horizon.
 
-Expected arrivals become spares through an upper Poisson quantile at spec.readiness.missTarget,
-capped by maxSpares (capacity.max by default). With no history at all the forecast and reactive
-terms are zero, so the target is exactly the floor.
+Expected requests become spares through an upper Poisson quantile at
+spec.readiness.missTarget, less the endings counted on, capped by maxSpares (capacity.max by
+default). With no history at all the forecast and reactive terms are zero, so the target is
+exactly the floor.
 """
 
 from __future__ import annotations
