@@ -105,6 +105,7 @@ class Registration:
         backoff: float = 1.0,
         max_backoff: float = 60.0,
         evidence: Callable[[], Awaitable[Evidence]] | None = None,
+        on_registered: Callable[[], None] = lambda: None,
     ) -> None:
         self._session = session
         self._url = controller_url.rstrip("/") + REGISTER_PATH
@@ -121,6 +122,8 @@ class Registration:
         self._renew_at = 0.0
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
+        self._on_registered = on_registered
+        """Called with each new credential, so the next report need not wait its turn."""
         self._log = Transitions(log, "registration", url=self._url, instance=instance_id)
 
     @property
@@ -182,6 +185,7 @@ class Registration:
         self._credential = outcome.credential
         self._renew_at = self._clock.now() + outcome.renewIn
         self._ready.set()
+        self._on_registered()
         self._log.ok("registered")
         event(
             log,

@@ -194,3 +194,28 @@ async def test_not_yet_managed_is_retried_when_the_controller_says() -> None:
             await rig.clock.advance(0.1)
         await asyncio.wait_for(rig.registration.ready(), 10)
         assert len(rig.controller.requests) == 4
+
+
+async def test_each_new_credential_is_announced() -> None:
+    """`on_registered` runs once per credential, so a report can go out at once."""
+    controller, imds, clock = Controller(), FakeImds(INSTANCE), ManualClock()
+    announced: list[str | None] = []
+    async with (
+        serving(controller.app()) as controller_url,
+        serving(imds.app()) as imds_url,
+        aiohttp.ClientSession() as session,
+    ):
+        registration = Registration(
+            session,
+            controller_url=controller_url,
+            imds_url=imds_url,
+            instance_id=INSTANCE,
+            boot_id="boot-1",
+            timeout=2,
+            clock=clock,
+            on_registered=lambda: announced.append(registration.credential),
+        )
+        await registration.register()
+        registration.invalidate("credential-1")
+        await registration.register()
+    assert announced == ["credential-1", "credential-2"]
