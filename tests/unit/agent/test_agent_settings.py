@@ -25,7 +25,17 @@ def test_defaults_fill_everything_but_the_controller() -> None:
     assert (settings.fallback, settings.fallback_namespace) == (False, "Jibri")
     assert (settings.fallback_period, settings.fallback_after) == (60.0, 60.0)
     assert settings.instance_id is None and settings.region is None
+    assert settings.recordings_dir == Path("/var/lib/jibri/recordings")
+    assert (settings.log_format, settings.ready_file) == ("json", None)
     assert "s3cret" not in repr(settings)
+
+
+def test_log_format_text_comes_from_the_flag_or_its_variable() -> None:
+    """JSON events by default; `--log-format text` or JIBRI_AGENT_LOG_FORMAT=text for people."""
+    assert load_settings({"log_format": "text"}, BASE).log_format == "text"
+    assert load_settings({}, {**BASE, "JIBRI_AGENT_LOG_FORMAT": "TEXT"}).log_format == "text"
+    with pytest.raises(SettingsError, match="JIBRI_AGENT_LOG_FORMAT"):
+        load_settings({}, {**BASE, "JIBRI_AGENT_LOG_FORMAT": "xml"})
 
 
 def test_flags_win_over_the_environment() -> None:
