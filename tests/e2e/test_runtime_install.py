@@ -168,6 +168,24 @@ def test_install_has_runtime_dependencies_only(which: str, request: pytest.Fixtu
     assert all("site-packages" in f and not f.startswith(str(REPO)) for f in found["files"])
 
 
+def test_every_shipped_module_imports_from_the_wheel(runtime: Install) -> None:
+    """Every module of common, controller and agent imports with the runtime dependencies
+    alone: an import needed only for typing (type stubs) sits under TYPE_CHECKING."""
+    probe = (
+        "import importlib, pkgutil\n"
+        "for name in ('common', 'controller', 'agent'):\n"
+        "    package = importlib.import_module(name)\n"
+        "    for module in pkgutil.walk_packages(package.__path__, name + '.'):\n"
+        "        if not module.name.endswith('__main__'):\n"
+        "            importlib.import_module(module.name)\n"
+        "            print(module.name)\n"
+    )
+    result = runtime.run(runtime.bin("python"), "-c", probe)
+    assert result.returncode == 0, result.stderr
+    imported = set(result.stdout.split())
+    assert {"controller.planner", "agent.daemon", "common.wire"} <= imported
+
+
 @pytest.mark.parametrize(
     "argv",
     [
