@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from agent.upload.checksums import ChecksumAlgorithm
+from agent.upload.checksums import ChecksumAlgorithm, ChecksumType
 from agent.upload.config import UploadConfig, bucket_name, concurrency, key_template, part_size
 from agent.upload.keys import DEFAULT_KEY_TEMPLATE
 from common.durations import parse_duration
@@ -70,6 +70,7 @@ class Settings:
     upload_part_size: int = 16 << 20
     upload_concurrency: int = 4
     upload_checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
+    upload_checksum_type: ChecksumType = ChecksumType.COMPOSITE
     recordings_dir: Path = Path("/var/lib/jibri/recordings")
     """Jibri's recording.recordings-directory: a session directory left there is pending."""
     recordings_quiet_for: float = 60.0
@@ -88,6 +89,7 @@ class Settings:
             part_size=self.upload_part_size,
             concurrency=self.upload_concurrency,
             checksum_algorithm=self.upload_checksum_algorithm,
+            checksum_type=self.upload_checksum_type,
         )
 
 
@@ -277,8 +279,15 @@ OPTIONS: Final = (
         "upload_checksum_algorithm",
         "CRC32C",
         lambda v: ChecksumAlgorithm(v.upper()),
-        "S3 checksum of every part and object: CRC32C (whole object) or SHA256",
+        "S3 checksum of every part and object: CRC32C or SHA256",
         metavar="ALGO",
+    ),
+    _opt(
+        "upload_checksum_type",
+        "COMPOSITE",
+        lambda v: ChecksumType(v.upper().replace("-", "_")),
+        "checksum of multipart objects: COMPOSITE, or FULL_OBJECT (CRC32C only)",
+        metavar="TYPE",
     ),
     _opt(
         "log_level",
@@ -336,6 +345,12 @@ def load_settings(given: Mapping[str, Any], environ: Mapping[str, str]) -> Setti
         values["token"] = _read_token(given, environ)
     except ValueError as exc:
         problems.append(str(exc))
+    algorithm, kind = values.get("upload_checksum_algorithm"), values.get("upload_checksum_type")
+    if algorithm is not None and kind is not None:
+        try:
+            kind.check(algorithm)
+        except ValueError as exc:
+            problems.append(f"--upload-checksum-type (JIBRI_AGENT_UPLOAD_CHECKSUM_TYPE): {exc}")
     if problems:
         raise SettingsError(problems)
     return Settings(**values)

@@ -1,13 +1,17 @@
 """Upload throughput: the agent's uploader against `aws s3 cp`, same file, same emulator.
 
-    python -m bench.upload_throughput [--size-mib 256] [--runs 3] [--work-dir out/bench-upload]
+    python -m bench.upload_throughput [--size-mib 256] [--runs 5] [--work-dir out/bench-upload]
 
 Both run as whole processes (start-up included) against one moto server in a process of
-its own on loopback, alternating, `--runs` times each; the median wall time of each gives
-the throughput and the ratio (agent / awscli; above 1 means the agent is faster). awscli
-pins a botocore that conflicts with aiobotocore's, so it lives in a throwaway venv under
-the work dir, created on first use. Results print as a table and as JSON (also written to
-<work-dir>/result.json). Every uploaded object is checked for its size before it counts.
+its own on loopback, strictly alternating (agent, awscli, agent, awscli, …) `--runs` times
+each, so a slow spell on a shared machine hits both alike. Each pair gives a ratio
+(awscli seconds / agent seconds; above 1 means the agent is faster); the result is the
+median ratio with its spread (min, max), the median throughput of each, their CPU time, and
+the emulator's CPU time per upload. The agent runs with its shipped defaults unless
+`--part-size-mib`, `--concurrency` or `--checksum-algorithm` say otherwise. awscli pins a
+botocore that conflicts with aiobotocore's, so it lives in a throwaway venv under the work
+dir, created on first use. Every uploaded object is checked for its size before it counts.
+Results print as a table and as JSON (also written to <work-dir>/result.json).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,59 +33,90 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
+
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "bench-recordings"
 MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class Spread:
+    median: float
+    min: float
+    max: float
+
+    @staticmethod
+    def of(values: list[float], digits: int = 2) -> Spread:
+        return Spread(
+            round(statistics.median(values), digits),
+            round(min(values), digits),
+            round(max(values), digits),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.median} (min {self.min}, max {self.max})"
+
+
+@dataclass(frozen=True)
 class Result:
     size_bytes: int
     runs: int
+    ratio: Spread
+    """Per alternating pair: awscli wall seconds / agent wall seconds."""
+    agent_mib_s: Spread
+    awscli_mib_s: Spread
     agent_seconds: list[float]
     awscli_seconds: list[float]
     agent_cpu_seconds: list[float]
     awscli_cpu_seconds: list[float]
+    emulator_cpu_seconds_agent: list[float]
+    emulator_cpu_seconds_awscli: list[float]
     agent_upload_only_seconds: list[float]
     """The agent's own measure, from its log: the upload without interpreter start-up."""
-    agent_mib_s: float
-    awscli_mib_s: float
-    ratio: float
     agent_settings: dict[str, Any]
     awscli_settings: dict[str, Any]
     awscli_version: str
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def serve_emulator() -> int:
+    """Run moto on a port the kernel picks, print its URL, serve until stdin closes."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    print(f"http://{host}:{port}", flush=True)
+    sys.stdin.read()
+    server.stop()
+    return 0
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
-    port = free_port()
+def moto_server() -> Iterator[tuple[str, psutil.Process]]:
+    """The emulator in a process of its own (bound to port 0; it prints where it listens)."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", "bench.upload_throughput", "--serve-emulator"],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the moto server did not start") from None
-                time.sleep(0.2)
-        yield endpoint
+        assert server.stdout is not None
+        endpoint = server.stdout.readline().strip()
+        if not endpoint.startswith("http://"):
+            raise SystemExit("the moto server did not start")
+        yield endpoint, psutil.Process(server.pid)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.stdin is not None:
+            server.stdin.close()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def aws_env(endpoint: str) -> dict[str, str]:
@@ -109,7 +143,7 @@ def awscli(work: Path) -> Path:
 
 
 def reset(endpoint: str) -> Any:
-    import boto3
+    import boto3  # type: ignore[import-untyped]
 
     request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
     urllib.request.urlopen(request, timeout=30).close()
@@ -136,24 +170,46 @@ class Timing:
     wall: float
     cpu: float
     """User + system CPU seconds of the process: steadier than wall time on a busy host."""
+    server_cpu: float
+    """The emulator's CPU seconds meanwhile."""
     output: str
 
 
-def timed(command: list[str], env: dict[str, str]) -> Timing:
+def timed(command: list[str], env: dict[str, str], server: psutil.Process) -> Timing:
     """Wall and CPU seconds of running `command` to its end, and what it printed."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = sum(server.cpu_times()[:2])
     started = time.perf_counter()
     done = subprocess.run(command, check=True, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    server_cpu = sum(server.cpu_times()[:2]) - server_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Timing(wall, cpu, done.stdout + done.stderr)
+    return Timing(wall, cpu, server_cpu, done.stdout + done.stderr)
 
 
 _UPLOAD_ONLY = re.compile(r"bytes in ([0-9.]+) s")
 
 
-def run_agent(endpoint: str, work: Path, source: Path, args: argparse.Namespace, n: int) -> Timing:
+def agent_flags(args: argparse.Namespace) -> list[str]:
+    flags = []
+    if args.part_size_mib is not None:
+        flags += ["--part-size", f"{args.part_size_mib}MiB"]
+    if args.concurrency is not None:
+        flags += ["--concurrency", str(args.concurrency)]
+    if args.checksum_algorithm is not None:
+        flags += ["--checksum-algorithm", args.checksum_algorithm]
+    return flags
+
+
+def run_agent(
+    endpoint: str,
+    server: psutil.Process,
+    work: Path,
+    source: Path,
+    args: argparse.Namespace,
+    n: int,
+) -> Timing:
     """Hand a hard link of `source` to a fresh spool and time `upload_main --once`."""
     spool = work / "spool"
     shutil.rmtree(spool, ignore_errors=True)
@@ -170,27 +226,38 @@ def run_agent(endpoint: str, work: Path, source: Path, args: argparse.Namespace,
     )
     command = [sys.executable, "-m", "agent.upload.main", "--once", "--spool-dir", str(spool)]
     command += ["--bucket", BUCKET, "--prefix", "agent", "--log-level", "info"]
-    command += ["--part-size", f"{args.part_size_mib}MiB", "--concurrency", str(args.concurrency)]
-    command += ["--checksum-algorithm", args.checksum_algorithm]
-    return timed(command, aws_env(endpoint))
+    return timed(command + agent_flags(args), aws_env(endpoint), server)
 
 
-def run_awscli(endpoint: str, aws: Path, source: Path, n: int) -> Timing:
+def run_awscli(endpoint: str, server: psutil.Process, aws: Path, source: Path, n: int) -> Timing:
     target = f"s3://{BUCKET}/awscli/{n}.mp4"
-    return timed(
-        [str(aws), "s3", "cp", "--only-show-errors", str(source), target], aws_env(endpoint)
-    )
+    command = [str(aws), "s3", "cp", "--only-show-errors", str(source), target]
+    return timed(command, aws_env(endpoint), server)
+
+
+def agent_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    from agent.upload.config import DEFAULT_CHECKSUM, DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE
+
+    return {
+        "part_size_mib": args.part_size_mib or DEFAULT_PART_SIZE // MiB,
+        "concurrency": args.concurrency or DEFAULT_CONCURRENCY,
+        "checksum": args.checksum_algorithm or DEFAULT_CHECKSUM.value,
+        "verify": "HeadObject (size and checksum) before the local file is deleted",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--part-size-mib", type=int, default=16)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--checksum-algorithm", choices=["SHA256", "CRC32C"], default="SHA256")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--part-size-mib", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=None)
+    parser.add_argument("--checksum-algorithm", choices=["SHA256", "CRC32C"], default=None)
     parser.add_argument("--work-dir", type=Path, default=REPO / "out" / "bench-upload")
+    parser.add_argument("--serve-emulator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_emulator:
+        return serve_emulator()
     work: Path = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     aws = awscli(work)
@@ -207,64 +274,58 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.size_mib):
                 f.write(os.urandom(MiB))
 
-    agent_times: list[float] = []
-    awscli_times: list[float] = []
-    agent_cpu: list[float] = []
-    awscli_cpu: list[float] = []
+    agent: list[Timing] = []
+    cli: list[Timing] = []
     agent_only: list[float] = []
-    with moto_server() as endpoint:
+    with moto_server() as (endpoint, server):
         for n in range(args.runs):
             s3 = reset(endpoint)
-            timing = run_agent(endpoint, work, source, args, n)
-            agent_times.append(timing.wall)
-            agent_cpu.append(timing.cpu)
+            timing = run_agent(endpoint, server, work, source, args, n)
             found = _UPLOAD_ONLY.search(timing.output)
             if found is None:
                 raise SystemExit(f"the agent's uploader did not log its upload:\n{timing.output}")
+            agent.append(timing)
             agent_only.append(float(found[1]))
             check_object(s3, size, "agent/")
             s3 = reset(endpoint)
-            timing = run_awscli(endpoint, aws, source, n)
-            awscli_times.append(timing.wall)
-            awscli_cpu.append(timing.cpu)
+            cli.append(run_awscli(endpoint, server, aws, source, n))
             check_object(s3, size, "awscli/")
             print(
-                f"run {n + 1}/{args.runs}: agent {agent_times[-1]:.2f} s "
-                f"(cpu {agent_cpu[-1]:.2f} s), awscli {awscli_times[-1]:.2f} s "
-                f"(cpu {awscli_cpu[-1]:.2f} s)",
+                f"run {n + 1}/{args.runs}: agent {agent[-1].wall:.2f} s "
+                f"(cpu {agent[-1].cpu:.2f} s, emulator {agent[-1].server_cpu:.2f} s), "
+                f"awscli {cli[-1].wall:.2f} s "
+                f"(cpu {cli[-1].cpu:.2f} s, emulator {cli[-1].server_cpu:.2f} s)",
                 file=sys.stderr,
             )
-    agent_rate = size / MiB / statistics.median(agent_times)
-    awscli_rate = size / MiB / statistics.median(awscli_times)
+    mib = size / MiB
     result = Result(
         size_bytes=size,
         runs=args.runs,
-        agent_seconds=[round(t, 3) for t in agent_times],
-        awscli_seconds=[round(t, 3) for t in awscli_times],
-        agent_cpu_seconds=[round(t, 3) for t in agent_cpu],
-        awscli_cpu_seconds=[round(t, 3) for t in awscli_cpu],
+        ratio=Spread.of([c.wall / a.wall for a, c in zip(agent, cli, strict=True)]),
+        agent_mib_s=Spread.of([mib / a.wall for a in agent], 1),
+        awscli_mib_s=Spread.of([mib / c.wall for c in cli], 1),
+        agent_seconds=[round(a.wall, 3) for a in agent],
+        awscli_seconds=[round(c.wall, 3) for c in cli],
+        agent_cpu_seconds=[round(a.cpu, 3) for a in agent],
+        awscli_cpu_seconds=[round(c.cpu, 3) for c in cli],
+        emulator_cpu_seconds_agent=[round(a.server_cpu, 3) for a in agent],
+        emulator_cpu_seconds_awscli=[round(c.server_cpu, 3) for c in cli],
         agent_upload_only_seconds=[round(t, 3) for t in agent_only],
-        agent_mib_s=round(agent_rate, 1),
-        awscli_mib_s=round(awscli_rate, 1),
-        ratio=round(agent_rate / awscli_rate, 2),
-        agent_settings={
-            "part_size_mib": args.part_size_mib,
-            "concurrency": args.concurrency,
-            "checksum": args.checksum_algorithm,
-            "verify": "HeadObject",
-        },
+        agent_settings=agent_defaults(args),
         awscli_settings={"multipart_chunksize_mib": 8, "max_concurrent_requests": 10},
         awscli_version=version,
     )
-    print(f"file: {args.size_mib} MiB, {args.runs} runs each, median wall time per process")
-    print(f"  agent uploader: {result.agent_mib_s:8.1f} MiB/s  {result.agent_seconds}")
-    print(f"  aws s3 cp:      {result.awscli_mib_s:8.1f} MiB/s  {result.awscli_seconds}")
-    print(f"  ratio agent/awscli: {result.ratio:.2f}")
-    only = size / MiB / statistics.median(agent_only)
-    print(f"  agent, upload only (no interpreter start-up): {only:.1f} MiB/s")
+    median = statistics.median
+    print(f"file: {args.size_mib} MiB, {args.runs} alternating runs each, whole processes")
+    print(f"  agent uploader MiB/s: {result.agent_mib_s}  seconds {result.agent_seconds}")
+    print(f"  aws s3 cp MiB/s:      {result.awscli_mib_s}  seconds {result.awscli_seconds}")
+    print(f"  ratio agent/awscli per pair: {result.ratio}")
+    print(f"  agent, upload only (no interpreter start-up): {mib / median(agent_only):.1f} MiB/s")
     print(
-        f"  client CPU, median: agent {statistics.median(agent_cpu):.2f} s, "
-        f"awscli {statistics.median(awscli_cpu):.2f} s"
+        f"  CPU seconds, median: agent {median(result.agent_cpu_seconds):.2f}, "
+        f"awscli {median(result.awscli_cpu_seconds):.2f}; emulator serving the agent "
+        f"{median(result.emulator_cpu_seconds_agent):.2f}, "
+        f"serving awscli {median(result.emulator_cpu_seconds_awscli):.2f}"
     )
     text = json.dumps(asdict(result), indent=2)
     (work / "result.json").write_text(text + "\n")

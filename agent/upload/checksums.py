@@ -1,13 +1,14 @@
 """S3 additional checksums, computed locally exactly as S3 computes them.
 
 A single PutObject carries the checksum of the whole body. A multipart upload carries one
-checksum per part, and S3 gives the object one of two kinds of checksum:
+checksum per part, and S3 gives the object one of two types of checksum, chosen when the
+upload is created:
 
-- FULL_OBJECT (CRC32C): the CRC32C of the whole body, as if it had been sent in one piece.
-  The uploader derives it from the parts' CRCs and lengths (`crc32c_combine`), so no byte
-  is read twice, and S3 checks it when the upload completes.
-- COMPOSITE (SHA256, which S3 cannot combine): the checksum of the concatenated binary part
-  checksums, shown as `<base64>-<part count>` (the local emulator leaves off the suffix).
+- COMPOSITE: the checksum of the concatenated binary part checksums, shown as
+  `<base64>-<part count>` (the local emulator leaves off the suffix).
+- FULL_OBJECT (CRC algorithms only): the CRC32C of the whole body, as if it had been sent in
+  one piece, whatever the parts. The uploader derives it from the parts' CRCs and lengths
+  (`crc32c_combine`), so no byte is read twice, and S3 checks it when the upload completes.
 
 CRC32C is the default: the `crc32c` package computes it with the CPU's SSE4.2 instruction
 (about 10 GB/s on one core, against 1.7 GB/s for SHA-256 with SHA extensions) and releases
@@ -34,10 +35,14 @@ class ChecksumAlgorithm(StrEnum):
         """The botocore parameter and response field, e.g. ChecksumCRC32C."""
         return f"Checksum{self.value}"
 
-    @property
-    def full_object(self) -> bool:
-        """Whether a multipart object gets the checksum of its whole body (FULL_OBJECT)."""
-        return self is ChecksumAlgorithm.CRC32C
+
+class ChecksumType(StrEnum):
+    COMPOSITE = "COMPOSITE"
+    FULL_OBJECT = "FULL_OBJECT"
+
+    def check(self, algorithm: ChecksumAlgorithm) -> None:
+        if self is ChecksumType.FULL_OBJECT and algorithm is not ChecksumAlgorithm.CRC32C:
+            raise ValueError(f"S3 gives {algorithm} checksums only as COMPOSITE, not {self}")
 
 
 def raw_digest(algorithm: ChecksumAlgorithm, data: bytes | memoryview) -> bytes:
@@ -57,9 +62,12 @@ def composite(algorithm: ChecksumAlgorithm, part_checksums: list[str]) -> str:
     return f"{checksum(algorithm, joined)}-{len(part_checksums)}"
 
 
-def object_checksum(algorithm: ChecksumAlgorithm, parts: Sequence[tuple[str, int]]) -> str:
+def object_checksum(
+    algorithm: ChecksumAlgorithm, kind: ChecksumType, parts: Sequence[tuple[str, int]]
+) -> str:
     """The checksum S3 gives a multipart object, from its parts' (checksum, length) in order."""
-    if not algorithm.full_object:
+    kind.check(algorithm)
+    if kind is ChecksumType.COMPOSITE:
         return composite(algorithm, [ck for ck, _ in parts])
     whole = 0
     for part, length in parts:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from agent.upload.checksums import ChecksumAlgorithm
+from agent.upload.checksums import ChecksumAlgorithm, ChecksumType
 from agent.upload.keys import DEFAULT_KEY_TEMPLATE, KeyTemplate
 
 MiB: Final = 1024 * 1024
@@ -16,6 +16,7 @@ MAX_PARTS: Final = 10_000
 DEFAULT_PART_SIZE: Final = 16 * MiB
 DEFAULT_CONCURRENCY: Final = 4
 DEFAULT_CHECKSUM: Final = ChecksumAlgorithm.CRC32C
+DEFAULT_CHECKSUM_TYPE: Final = ChecksumType.COMPOSITE
 _BUCKET_RE: Final = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _SIZE_RE: Final = re.compile(r"^(\d+)\s*(|k|ki|kib|m|mi|mib|g|gi|gib)$", re.IGNORECASE)
 
@@ -34,6 +35,8 @@ class UploadConfig:
     """Parts of one file uploaded at once."""
     checksum_algorithm: ChecksumAlgorithm = DEFAULT_CHECKSUM
     """S3 additional checksum carried by every part and object, and verified after upload."""
+    checksum_type: ChecksumType = DEFAULT_CHECKSUM_TYPE
+    """Of multipart objects: COMPOSITE, or FULL_OBJECT (the CRC of the whole body; CRC32C only)."""
     poll_interval: float = 2.0
     """Seconds between looks at an empty spool."""
     retry_initial: float = 0.5
@@ -51,6 +54,7 @@ class UploadConfig:
                 f"part size {self.part_size} must be between 5 MiB ({MIN_PART_SIZE}) "
                 f"and 5 GiB ({MAX_PART_SIZE}) bytes"
             )
+        self.checksum_type.check(self.checksum_algorithm)
         if not 1 <= self.concurrency <= 64:
             raise ValueError(f"upload concurrency {self.concurrency} must be between 1 and 64")
         for name in ("poll_interval", "retry_initial", "retry_max", "sweep_interval"):

@@ -21,9 +21,10 @@ from prometheus_client import CollectorRegistry
 
 from agent.finalize import DEFAULT_SPOOL_DIR, SPOOL_DIR_ENV
 from agent.spool import Spool, SpoolBusy
-from agent.upload.checksums import ChecksumAlgorithm
+from agent.upload.checksums import ChecksumAlgorithm, ChecksumType
 from agent.upload.config import (
     DEFAULT_CHECKSUM,
+    DEFAULT_CHECKSUM_TYPE,
     DEFAULT_CONCURRENCY,
     DEFAULT_PART_SIZE,
     UploadConfig,
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         type=ChecksumAlgorithm,
         choices=list(ChecksumAlgorithm),
         default=DEFAULT_CHECKSUM,
+    )
+    p.add_argument(
+        "--checksum-type",
+        type=ChecksumType,
+        choices=list(ChecksumType),
+        default=DEFAULT_CHECKSUM_TYPE,
+        help="of multipart objects; FULL_OBJECT needs CRC32C",
     )
     p.add_argument("--instance-id", default=None)
     p.add_argument("--region", default=None)
@@ -104,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             part_size=args.part_size,
             concurrency=args.concurrency,
             checksum_algorithm=args.checksum_algorithm,
+            checksum_type=args.checksum_type,
         )
         config.keys(args.instance_id)
     except (ValueError, KeyTemplateError) as error:

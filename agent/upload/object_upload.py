@@ -26,7 +26,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from agent.upload.checksums import ChecksumAlgorithm, checksum, object_checksum, same_checksum
+from agent.upload.checksums import (
+    ChecksumAlgorithm,
+    ChecksumType,
+    checksum,
+    object_checksum,
+    same_checksum,
+)
 from agent.upload.config import UploadConfig
 from agent.upload.keys import content_type
 from agent.upload.metrics import UploadMetrics
@@ -157,14 +163,15 @@ class ObjectUploader:
 
     def _expected_checksum(self, record: FileRecord) -> str | None:
         if record.algorithm is not self._algorithm:
-            return None
+            return None  # S3 answers with this algorithm's checksum only
         if record.part_size is None:
             return record.checksum
         count = -(-record.size // record.part_size)
         if sorted(record.parts) != list(range(1, count + 1)):
             return None
         return object_checksum(
-            self._algorithm,
+            record.algorithm,
+            record.checksum_type,
             [(record.parts[n].checksum, record.parts[n].size) for n in range(1, count + 1)],
         )
 
@@ -216,22 +223,29 @@ class ObjectUploader:
     async def _multipart(
         self, path: Path, record: FileRecord, metadata: Mapping[str, str], store: StateStore
     ) -> None:
-        if record.upload_id is not None and record.algorithm is not self._algorithm:
-            # Begun under another checksum algorithm, whose parts cannot complete with ours:
+        if record.upload_id is not None and (
+            record.algorithm is not self._algorithm
+            or record.checksum_type is not self._config.checksum_type
+        ):
+            # Begun under other checksum settings, whose parts cannot complete with ours:
             # start over (the old upload is aborted as a stray once the recording is in S3).
-            log.info("checksum algorithm of %s changed; starting the file over", record.key)
+            log.info("checksum settings of %s changed; starting the file over", record.key)
             record.upload_id = None
         elif record.upload_id is not None:
             await self._reconcile_parts(record)
         if record.upload_id is None:
             record.restart()
             record.algorithm = self._algorithm
+            record.checksum_type = self._config.checksum_type
             record.part_size = self._config.part_size_for(record.size)
             record.upload_id = await self.call(
                 "CreateMultipartUpload",
                 record.key,
                 lambda: self._s3.create_multipart_upload(
-                    key=record.key, content_type=content_type(path.name), metadata=metadata
+                    key=record.key,
+                    content_type=content_type(path.name),
+                    metadata=metadata,
+                    checksum_type=record.checksum_type,
                 ),
             )
             record.attempted = True
@@ -272,7 +286,8 @@ class ObjectUploader:
             CompletedPart(n, record.parts[n].etag, record.parts[n].checksum)
             for n in range(1, count + 1)
         ]
-        whole = self._expected_checksum(record) if self._algorithm.full_object else None
+        full = record.checksum_type is ChecksumType.FULL_OBJECT
+        whole = self._expected_checksum(record) if full else None
         await self.call(
             "CompleteMultipartUpload",
             record.key,

@@ -21,7 +21,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from agent.upload.checksums import ChecksumAlgorithm
+from agent.upload.checksums import ChecksumAlgorithm, ChecksumType
 
 if TYPE_CHECKING:  # the stubs cost 0.2 s to import; the hook and the uploader start often
     from types_aiobotocore_s3 import S3Client
@@ -93,7 +93,12 @@ class S3(Protocol):
     ) -> None: ...
 
     async def create_multipart_upload(
-        self, *, key: str, content_type: str, metadata: Mapping[str, str]
+        self,
+        *,
+        key: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+        checksum_type: ChecksumType,
     ) -> str: ...
 
     async def upload_part(
@@ -105,7 +110,7 @@ class S3(Protocol):
     async def complete_multipart_upload(
         self, *, key: str, upload_id: str, parts: Sequence[CompletedPart], checksum: str | None
     ) -> None:
-        """`checksum`: the whole object's, which S3 checks (FULL_OBJECT algorithms only)."""
+        """`checksum`: the whole object's, which S3 checks (FULL_OBJECT uploads only)."""
         ...
 
     async def abort_multipart_upload(self, *, key: str, upload_id: str) -> None: ...
@@ -214,11 +219,14 @@ class AioS3:
             raise classify("PutObject", error) from error
 
     async def create_multipart_upload(
-        self, *, key: str, content_type: str, metadata: Mapping[str, str]
+        self,
+        *,
+        key: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+        checksum_type: ChecksumType,
     ) -> str:
-        kind: dict[str, Any] = {}
-        if self._algorithm.full_object:
-            kind["ChecksumType"] = "FULL_OBJECT"
+        checksum_type.check(self._algorithm)
         try:
             answer = await self._client.create_multipart_upload(
                 Bucket=self._bucket,
@@ -226,7 +234,7 @@ class AioS3:
                 ContentType=content_type,
                 Metadata=dict(metadata),
                 ChecksumAlgorithm=self._algorithm.value,
-                **kind,
+                ChecksumType=checksum_type.value,
             )
         except _CALL_ERRORS as error:
             raise classify("CreateMultipartUpload", error) from error
@@ -281,8 +289,11 @@ class AioS3:
             for p in parts
         ]
         whole: dict[str, Any] = {}
-        if checksum is not None and self._algorithm.full_object:
-            whole = {"ChecksumType": "FULL_OBJECT", self._algorithm.field: checksum}
+        if checksum is not None:
+            whole = {
+                "ChecksumType": ChecksumType.FULL_OBJECT.value,
+                self._algorithm.field: checksum,
+            }
         try:
             await self._client.complete_multipart_upload(
                 Bucket=self._bucket,

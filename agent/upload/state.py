@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from agent.spool import STATE_NAME, write_durably
-from agent.upload.checksums import ChecksumAlgorithm
+from agent.upload.checksums import ChecksumAlgorithm, ChecksumType
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class FileRecord(BaseModel):
     mtime_ns: int
     algorithm: ChecksumAlgorithm | None = None
     """Algorithm of `checksum` and the parts' checksums (None in state from before it was kept)."""
+    checksum_type: ChecksumType = ChecksumType.COMPOSITE
+    """Of the multipart object."""
     checksum: str | None = None
     """Whole-object checksum of a single PutObject, known before the PUT is sent."""
     part_size: int | None = None

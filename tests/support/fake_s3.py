@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from agent.upload.checksums import ChecksumAlgorithm, checksum, composite
+from agent.upload.checksums import ChecksumAlgorithm, ChecksumType, checksum, composite
 from agent.upload.s3client import (
     CompletedPart,
     ListedPart,
@@ -41,6 +41,7 @@ class Upload:
     key: str
     content_type: str
     metadata: dict[str, str]
+    checksum_type: ChecksumType
     parts: dict[int, tuple[bytes, str, str]] = field(default_factory=dict)
 
 
@@ -92,11 +93,17 @@ class FakeS3:
         self.objects[key] = StoredObject(data, checksum, content_type, dict(metadata))
 
     async def create_multipart_upload(
-        self, *, key: str, content_type: str, metadata: Mapping[str, str]
+        self,
+        *,
+        key: str,
+        content_type: str,
+        metadata: Mapping[str, str],
+        checksum_type: ChecksumType = ChecksumType.COMPOSITE,
     ) -> str:
         self._enter("CreateMultipartUpload")
+        checksum_type.check(self.algorithm)
         upload_id = next(self._ids)
-        self.uploads[upload_id] = Upload(key, content_type, dict(metadata))
+        self.uploads[upload_id] = Upload(key, content_type, dict(metadata), checksum_type)
         return upload_id
 
     def _upload(self, operation: str, key: str, upload_id: str) -> Upload:
@@ -136,11 +143,13 @@ class FakeS3:
             if held is None or held[1] != part.etag or held[2] != part.checksum:
                 raise PermanentS3Error("CompleteMultipartUpload", "InvalidPart", str(part.number))
         body = b"".join(upload.parts[p.number][0] for p in parts)
-        if self.algorithm.full_object:
+        if upload.checksum_type is ChecksumType.FULL_OBJECT:
             whole = _checksum(self.algorithm, body)
             if checksum is not None and checksum != whole:
                 raise PermanentS3Error("CompleteMultipartUpload", "BadDigest", "checksum mismatch")
         else:
+            if checksum is not None:
+                raise PermanentS3Error("CompleteMultipartUpload", "InvalidRequest", "COMPOSITE")
             whole = composite(self.algorithm, [upload.parts[p.number][2] for p in parts])
         self.objects[key] = StoredObject(body, whole, upload.content_type, upload.metadata)
         del self.uploads[upload_id]

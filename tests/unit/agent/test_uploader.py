@@ -15,6 +15,7 @@ from agent.settings import Settings, SettingsError, load_settings
 from agent.spool import FAILURE_NAME, MARKER_NAME, EntryInfo, Spool, entry_name
 from agent.upload.checksums import (
     ChecksumAlgorithm,
+    ChecksumType,
     checksum,
     composite,
     crc32c_combine,
@@ -217,6 +218,14 @@ def test_errors_are_sorted_into_kinds(error: Exception, kind: type) -> None:
         pytest.param({"concurrency": 0}, "between 1 and 64", id="concurrency"),
         pytest.param({"key_template": "{file}"}, "must contain {session}", id="template"),
         pytest.param({"retry_max": 0}, "retry_max must be positive", id="retry"),
+        pytest.param(
+            {
+                "checksum_algorithm": ChecksumAlgorithm.SHA256,
+                "checksum_type": ChecksumType.FULL_OBJECT,
+            },
+            "only as COMPOSITE",
+            id="sha256-full-object",
+        ),
     ],
 )
 def test_bad_upload_settings_are_refused(changes: dict[str, object], message: str) -> None:
@@ -271,15 +280,23 @@ def assert_local_copy(entry: Path) -> None:
 
 
 async def test_crc32c_uploads_verify(tmp_path: Path) -> None:
-    """With CRC32C (the default) every part carries a CRC32C, and the multipart object the
-    CRC32C of its whole body (FULL_OBJECT), which the completion carries and S3 checks."""
+    """With CRC32C (the default) every part and object carries a CRC32C and verifies."""
     rig = Rig(tmp_path)
+    assert rig.config.checksum_algorithm is ChecksumAlgorithm.CRC32C
+    spooled(rig.spool, {"a.mp4": os.urandom(PART + 1), "b.json": b"{}"})
+    assert await rig.uploader.run_once() == 1
+    assert rig.s3.objects[key("a.mp4")].checksum.endswith("-2")
+
+
+async def test_full_object_crc32c_uploads_verify(tmp_path: Path) -> None:
+    """With FULL_OBJECT the multipart object gets the CRC32C of its whole body, which the
+    completion carries (S3 checks it) and HeadObject confirms."""
+    rig = Rig(tmp_path, checksum_type=ChecksumType.FULL_OBJECT)
     video = os.urandom(2 * PART + 1)
     spooled(rig.spool, {"a.mp4": video, "b.json": b"{}"})
     assert await rig.uploader.run_once() == 1
-    assert rig.config.checksum_algorithm is ChecksumAlgorithm.CRC32C
     assert rig.s3.objects[key("a.mp4")].checksum == checksum(ChecksumAlgorithm.CRC32C, video)
-    assert rig.s3.calls.count("UploadPart") == 3
+    assert rig.s3.calls.count("UploadPart") == 3 and rig.spool.pending_count() == 0
 
 
 async def test_sha256_uploads_verify_with_a_composite_checksum(tmp_path: Path) -> None:
@@ -294,7 +311,9 @@ async def test_a_wrong_whole_object_checksum_fails_the_completion(tmp_path: Path
     """S3 refuses to complete a FULL_OBJECT upload whose whole-object checksum is wrong, so a
     bad combination of part checksums could never pass as verified."""
     rig = Rig(tmp_path)
-    upload_id = await rig.s3.create_multipart_upload(key="k", content_type="video/mp4", metadata={})
+    upload_id = await rig.s3.create_multipart_upload(
+        key="k", content_type="video/mp4", metadata={}, checksum_type=ChecksumType.FULL_OBJECT
+    )
     body = os.urandom(PART)
     ck = checksum(ChecksumAlgorithm.CRC32C, body)
     etag = await rig.s3.upload_part(
@@ -323,7 +342,7 @@ def test_whole_object_crc32c_from_part_crcs(sizes: list[int]) -> None:
     pieces = [os.urandom(n) for n in sizes]
     parts = [(checksum(ChecksumAlgorithm.CRC32C, p), len(p)) for p in pieces]
     whole = checksum(ChecksumAlgorithm.CRC32C, b"".join(pieces))
-    assert object_checksum(ChecksumAlgorithm.CRC32C, parts) == whole
+    assert object_checksum(ChecksumAlgorithm.CRC32C, ChecksumType.FULL_OBJECT, parts) == whole
     assert crc32c_combine(0, 0, 0) == 0
 
 
@@ -606,6 +625,7 @@ def test_upload_settings_reach_the_uploader() -> None:
         upload_part_size="8MiB",
         upload_concurrency="2",
         upload_checksum_algorithm="crc32c",
+        upload_checksum_type="full-object",
     ).upload_config()
     assert config == UploadConfig(
         bucket="recs",
@@ -614,6 +634,7 @@ def test_upload_settings_reach_the_uploader() -> None:
         part_size=8 * MiB,
         concurrency=2,
         checksum_algorithm=ChecksumAlgorithm.CRC32C,
+        checksum_type=ChecksumType.FULL_OBJECT,
     )
 
 
@@ -627,6 +648,12 @@ def test_upload_settings_reach_the_uploader() -> None:
         pytest.param({"upload_key_template": "{file}"}, "must contain", id="template"),
         pytest.param(
             {"upload_checksum_algorithm": "md5"}, "--upload-checksum-algorithm", id="algo"
+        ),
+        pytest.param({"upload_checksum_type": "whole"}, "--upload-checksum-type", id="type"),
+        pytest.param(
+            {"upload_checksum_algorithm": "sha256", "upload_checksum_type": "FULL_OBJECT"},
+            "only as COMPOSITE",
+            id="sha256-full-object",
         ),
     ],
 )
