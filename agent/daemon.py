@@ -93,6 +93,7 @@ class Agent:
             metrics,
             quiet_for=settings.recordings_quiet_for,
             interval=settings.poll_interval,
+            skip=(settings.state_dir,),
         )
         self.fallback: Fallback | None = None
         self.uploader: Uploader | None = None
@@ -106,7 +107,7 @@ class Agent:
         Jibri's recordings directory. Unreadable is not empty: it counts as one pending."""
         # The recordings directory first: a hand-off under way is then counted twice at worst.
         try:
-            found = session_dirs(self.settings.recordings_dir)
+            found = session_dirs(self.settings.recordings_dir, self.adopter.skip)
             left = pending_leftovers(len(found), self.board.probe)
         except OSError as exc:
             self._recordings_log.failed("unreadable", f"cannot list ({exc}); counting 1 pending")

@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,16 +68,25 @@ def _holds_files(directory: Path) -> bool:
         return any(entry.name != MARKER_NAME for entry in entries)
 
 
-def session_dirs(root: Path) -> list[Path]:
+def session_dirs(root: Path, skip: Collection[Path] = ()) -> list[Path]:
     """The non-empty session directories under `root` (none if it does not exist).
 
     Empty ones hold nothing to lose and are left alone (Jibri may have just created one).
+    `skip` holds the agent's own directories (the spool…), in case one was put in `root`.
     """
     try:
         entries = sorted(root.iterdir())
     except FileNotFoundError:
         return []
-    return [p for p in entries if p.is_dir() and not p.is_symlink() and _holds_files(p)]
+    own = [Path(os.path.abspath(p)) for p in skip]
+    return [
+        p
+        for p in entries
+        if p.is_dir()
+        and not p.is_symlink()
+        and not any(p.absolute() == o or p.absolute() in o.parents for o in own)
+        and _holds_files(p)
+    ]
 
 
 def _last_change(directory: Path) -> float:
@@ -89,8 +98,8 @@ def _last_change(directory: Path) -> float:
     return newest
 
 
-def scan(root: Path) -> list[Leftover]:
-    return [Leftover(p, _last_change(p)) for p in session_dirs(root)]
+def scan(root: Path, skip: Collection[Path] = ()) -> list[Leftover]:
+    return [Leftover(p, _last_change(p)) for p in session_dirs(root, skip)]
 
 
 def pending_leftovers(count: int, probe: Probe | None) -> int:
@@ -175,9 +184,12 @@ class Adopter:
         *,
         quiet_for: float,
         interval: float,
+        skip: Collection[Path] = (),
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._recordings = recordings
+        self.skip = (spool.root, *skip)
+        """The agent's own directories, never taken for recordings."""
         self._spool = spool
         self._jibri = jibri
         self._metrics = metrics
@@ -189,6 +201,15 @@ class Adopter:
     async def run(self) -> None:
         # Partial copies of an earlier process: their originals are still in place.
         await asyncio.to_thread(shutil.rmtree, self._spool.adopting, True)
+        if not self._recordings.is_dir():
+            event(
+                log,
+                "recordings directory missing",
+                level=logging.WARNING,
+                path=str(self._recordings),
+                reason="no recording Jibri leaves there can be seen until it exists; "
+                "--recordings-dir must be Jibri's recording.recordings-directory",
+            )
         while True:
             await self.step()
             await asyncio.sleep(self._interval)
@@ -196,7 +217,7 @@ class Adopter:
     async def step(self) -> int:
         """One pass: list, poll Jibri, adopt what is proven finished; return how many."""
         try:
-            listing = await asyncio.to_thread(scan, self._recordings)
+            listing = await asyncio.to_thread(scan, self._recordings, self.skip)
         except OSError:
             return 0  # the pending count logs it, and counts it as pending
         self._forget_gone(i.path for i in listing)

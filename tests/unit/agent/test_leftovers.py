@@ -124,12 +124,14 @@ def test_pending_count_spares_only_a_recording_under_way(
 
 
 def test_only_non_empty_directories_are_session_dirs(tmp_path: Path) -> None:
-    """Empty directories, files and symbolic links in the recordings directory are ignored."""
+    """Empty directories, files, symbolic links and the agent's own directories (a spool put
+    inside the recordings directory) are not taken for recordings."""
     recording(tmp_path, "s1")
     (tmp_path / "empty").mkdir()
     (tmp_path / "stray.txt").write_text("x")
     (tmp_path / "link").symlink_to(tmp_path / "s1")
-    assert session_dirs(tmp_path) == [tmp_path / "s1"]
+    Spool(tmp_path / "agent" / "spool").ensure()
+    assert session_dirs(tmp_path, skip=[tmp_path / "agent" / "spool"]) == [tmp_path / "s1"]
     assert session_dirs(tmp_path / "missing") == []
 
 
