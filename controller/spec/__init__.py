@@ -2,7 +2,8 @@
 
 Split by part: `base` (the strict model base and shared types), `pool` (the pool spec and
 document), `cloudwatch` (spec.cloudWatch and the names it owns in AWS), `schedule`
-(time-of-day targets), `loading` (files to validated documents, with located errors).
+(time-of-day targets and dated overrides), `readiness` (spec.readiness and spec.demand),
+`loading` (files to validated documents, with located errors).
 Every public name is re-exported here, so `from controller.spec import X` is the usual import.
 """
 
