@@ -67,8 +67,8 @@ class Settings:
     """S3 bucket for recordings; None: no uploader runs and recordings stay in the spool."""
     upload_prefix: str = "recordings"
     upload_key_template: str = DEFAULT_KEY_TEMPLATE
-    upload_part_size: int = 16 << 20
-    upload_concurrency: int = 4
+    upload_part_size: int = 8 << 20
+    upload_concurrency: int = 8
     upload_checksum_algorithm: ChecksumAlgorithm = ChecksumAlgorithm.CRC32C
     upload_checksum_type: ChecksumType = ChecksumType.COMPOSITE
     recordings_dir: Path = Path("/var/lib/jibri/recordings")
@@ -273,8 +273,8 @@ OPTIONS: Final = (
         "object key of each recording file",
         metavar="TEMPLATE",
     ),
-    _opt("upload_part_size", "16MiB", part_size, "multipart part size (min 5MiB)", metavar="SIZE"),
-    _opt("upload_concurrency", "4", concurrency, "parts uploaded at once", metavar="N"),
+    _opt("upload_part_size", "8MiB", part_size, "multipart part size (min 5MiB)", metavar="SIZE"),
+    _opt("upload_concurrency", "8", concurrency, "parts uploaded at once", metavar="N"),
     _opt(
         "upload_checksum_algorithm",
         "CRC32C",

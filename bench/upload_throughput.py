@@ -8,7 +8,7 @@ each, so a slow spell on a shared machine hits both alike. Each pair gives a rat
 (awscli seconds / agent seconds; above 1 means the agent is faster); the result is the
 median ratio with its spread (min, max), the median throughput of each, their CPU time, and
 the emulator's CPU time per upload. The agent runs with its shipped defaults unless
-`--part-size-mib`, `--concurrency` or `--checksum-algorithm` say otherwise. awscli pins a
+`--part-size-mib`, `--concurrency`, `--checksum-algorithm` or `--checksum-type` say otherwise. awscli pins a
 botocore that conflicts with aiobotocore's, so it lives in a throwaway venv under the work
 dir, created on first use. Every uploaded object is checked for its size before it counts.
 Results print as a table and as JSON (also written to <work-dir>/result.json).
@@ -199,6 +199,8 @@ def agent_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--concurrency", str(args.concurrency)]
     if args.checksum_algorithm is not None:
         flags += ["--checksum-algorithm", args.checksum_algorithm]
+    if args.checksum_type is not None:
+        flags += ["--checksum-type", args.checksum_type]
     return flags
 
 
@@ -236,12 +238,18 @@ def run_awscli(endpoint: str, server: psutil.Process, aws: Path, source: Path, n
 
 
 def agent_defaults(args: argparse.Namespace) -> dict[str, Any]:
-    from agent.upload.config import DEFAULT_CHECKSUM, DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE
+    from agent.upload.config import (
+        DEFAULT_CHECKSUM,
+        DEFAULT_CHECKSUM_TYPE,
+        DEFAULT_CONCURRENCY,
+        DEFAULT_PART_SIZE,
+    )
 
     return {
         "part_size_mib": args.part_size_mib or DEFAULT_PART_SIZE // MiB,
         "concurrency": args.concurrency or DEFAULT_CONCURRENCY,
         "checksum": args.checksum_algorithm or DEFAULT_CHECKSUM.value,
+        "checksum_type": args.checksum_type or DEFAULT_CHECKSUM_TYPE.value,
         "verify": "HeadObject (size and checksum) before the local file is deleted",
     }
 
@@ -253,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part-size-mib", type=int, default=None)
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--checksum-algorithm", choices=["SHA256", "CRC32C"], default=None)
+    parser.add_argument("--checksum-type", choices=["COMPOSITE", "FULL_OBJECT"], default=None)
     parser.add_argument("--work-dir", type=Path, default=REPO / "out" / "bench-upload")
     parser.add_argument("--serve-emulator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
