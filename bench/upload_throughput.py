@@ -8,10 +8,11 @@ each, so a slow spell on a shared machine hits both alike. Each pair gives a rat
 (awscli seconds / agent seconds; above 1 means the agent is faster); the result is the
 median ratio with its spread (min, max), the median throughput of each, their CPU time, and
 the emulator's CPU time per upload. The agent runs with its shipped defaults unless
-`--part-size-mib`, `--concurrency`, `--checksum-algorithm` or `--checksum-type` say otherwise. awscli pins a
-botocore that conflicts with aiobotocore's, so it lives in a throwaway venv under the work
-dir, created on first use. Every uploaded object is checked for its size before it counts.
-Results print as a table and as JSON (also written to <work-dir>/result.json).
+`--part-size-mib`, `--concurrency`, `--checksum-algorithm` or `--checksum-type` say
+otherwise. awscli pins a botocore that conflicts with aiobotocore's, so it lives in a
+throwaway venv under the work dir, created on first use. Every uploaded object is checked
+for its size before it counts. Results print as a table and as JSON (also written to
+<work-dir>/result.json).
 """
 
 from __future__ import annotations
