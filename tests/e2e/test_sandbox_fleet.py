@@ -104,6 +104,9 @@ async def test_jibri_pushes_to_the_webhook_the_agent_names(
         agents = ReadyAgent(url.removeprefix("http://"))
         async with running_fleet(emulator, tmp_path, agents) as (fleet, _):
             node = fleet.live()[0]
+            # Jibri pushes changes only: subscribed first, then the recording starts.
+            assert node.subscribing is not None
+            await asyncio.wait_for(node.subscribing, 30)
             assert await fleet.start_recording(node, "s1")
             await eventually(
                 lambda: any(
