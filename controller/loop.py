@@ -39,6 +39,7 @@ from common.logs import event
 from controller.actuation import ActuationStatus
 from controller.actuator import ActuationError
 from controller.aws import AutoScaling, AwsError, TerminationHook
+from controller.demand.service import PoolDemand
 from controller.model import AsgView, InstanceState, Observed, Plan
 from controller.observe import PoolMemory, observe, read_group
 from controller.spec import JibriPool, PoolSpec
@@ -128,6 +129,13 @@ class PoolRunner:
         self.memory = PoolMemory(started_at=started_at)
         self.actuation = ActuationStatus()
         self.snapshot = PoolSnapshot(pool, added_at=started_at)
+        self.demand = PoolDemand(
+            pool.name,
+            sources=controller.demand,
+            metrics=controller.metrics,
+            clock=controller.clock,
+            wall_clock=controller.wall_clock,
+        )
         self.failures = 0
         self.step_errors: dict[str, str] = {}
         self._pool = pool
@@ -171,6 +179,7 @@ class PoolRunner:
         return self._triggered_at
 
     def start(self) -> None:
+        self.demand.update(self._pool.spec)
         self.task = guarded_task(
             self.run(), name=f"reconcile:{self.name}", may_end=lambda: self._stopping
         )
@@ -193,14 +202,17 @@ class PoolRunner:
 
     async def run(self) -> None:
         clock = self._controller.clock
-        while not self._stopping:
-            delay = await self.step()
-            gap_ends = clock.now() + self._controller.min_pass_gap
-            # Reports must not cut a backoff short; a spec change may.
-            if not self._stopping:
-                await clock.sleep(delay, self._wake if self.failures == 0 else self._kick)
-            if not self._stopping:
-                await clock.sleep(gap_ends - clock.now(), self._kick)
+        try:
+            while not self._stopping:
+                delay = await self.step()
+                gap_ends = clock.now() + self._controller.min_pass_gap
+                # Reports must not cut a backoff short; a spec change may.
+                if not self._stopping:
+                    await clock.sleep(delay, self._wake if self.failures == 0 else self._kick)
+                if not self._stopping:
+                    await clock.sleep(gap_ends - clock.now(), self._kick)
+        finally:
+            await self.demand.close()
 
     async def step(self) -> float:
         """One pass with its bookkeeping; return the seconds to wait before the next one."""
@@ -237,9 +249,11 @@ class PoolRunner:
             unmanaged_ttl=UNMANAGED_TTL_STALE_AFTERS * spec.instances.staleAfter,
             wall_time=c.wall_clock(),
         )
+        observed = self.demand.before_plan(spec, observed)
         # `observed` is a snapshot the server no longer touches: safe to plan on in a thread.
         plan, counts = await asyncio.to_thread(_decide, c.planner, spec, observed, now)
         self._observed, self._plan = observed, plan
+        self.demand.after_plan(spec, observed, plan, now)
         for state, count in counts.items():
             c.metrics.pool_instances.labels(self.name, state.value).set(count)
         c.metrics.pool_desired_capacity.labels(self.name).set(plan.desired_capacity)

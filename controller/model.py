@@ -10,9 +10,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from common.wire import BusyStatus, HealthStatus
+
+if TYPE_CHECKING:
+    from controller.readiness.forecast import ReadinessTarget
 
 PROTECTION_BATCH: Final = 50
 """AWS accepts at most 50 instance ids per SetInstanceProtection call; the planner batches
@@ -128,6 +131,9 @@ class Observed:
     lifecycle_waits: Mapping[str, LifecycleWait] = field(default_factory=dict)
     wall_time: float | None = None
     """Epoch seconds at observation, for time-of-day targets; `now` stays monotonic."""
+    readiness: ReadinessTarget | None = None
+    """The free recorders to hold now, learned from demand (docs/readiness.md), computed by
+    the loop before the plan; None keeps targetFree or the schedule's, as without history."""
 
 
 class InstanceView(NamedTuple):

@@ -1,14 +1,23 @@
-"""The planner: `plan(spec, observed, now) -> Plan` (DESIGN §5).
+"""The planner: `plan(spec, observed, now) -> Plan` (docs/planner.md).
 
 Pure: no await, no clock read, no I/O. Level-triggered: it reads only the observation, so the
 same observation always yields the same plan. Actions come out in the order they must run:
 protection, bounds, terminations, capacity, drains, lifecycle.
+
+With a readiness target in the observation (`Observed.readiness`, docs/readiness.md) the
+free recorders to hold are its total, the part learned from demand comes in at once rather
+than scaleOut.maxStep per pass, and scale-in keeps what the forecast needs within idleFor
+and may drain the rest without waiting it out. Without one, the plan is exactly the
+targetFree or schedule plan.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from common.wire import BusyStatus
 from controller.derive import (
@@ -38,6 +47,9 @@ from controller.model import (
 )
 from controller.spec import PoolSpec
 
+if TYPE_CHECKING:
+    from controller.readiness.forecast import ReadinessTarget
+
 MIN_REQUEUE = 0.1
 HEARTBEAT_FRACTION = 0.5
 """Send a lifecycle heartbeat once this fraction of the hook's heartbeat timeout has passed."""
@@ -64,8 +76,16 @@ class _Context:
     observing_only: bool
     """Startup window with unknown instances: observe only (DESIGN §4)."""
     target_free: int
-    """targetFree in force now: the spec's, or a schedule rule's (controller/schedule.py)."""
+    """Free recorders to hold now: the readiness target's total, or without one targetFree in
+    force (the spec's, a schedule rule's or a dated override's)."""
     schedule_rule: int | None
+    readiness: ReadinessTarget | None
+
+    @property
+    def learned(self) -> int:
+        """What demand history adds above the floor (targetFree or the schedule's)."""
+        r = self.readiness
+        return 0 if r is None else max(0, r.total - r.floor)
 
     def of(self, state: InstanceState) -> tuple[InstanceView, ...]:
         return self.derived.by_state[state]
@@ -75,9 +95,20 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
     derived = derive_all(spec, observed, now)
     startup = in_startup_window(spec, observed, now)
     any_unknown = bool(derived.by_state[InstanceState.UNKNOWN])
-    target_free, rule = spec.target_free_at(observed.wall_time)
+    readiness = observed.readiness
+    if readiness is None:
+        target_free, rule = spec.target_free_at(observed.wall_time)
+    else:
+        target_free, rule = readiness.total, readiness.schedule_rule
     ctx = _Context(
-        spec, observed, now, derived, startup and any_unknown, target_free, schedule_rule=rule
+        spec,
+        observed,
+        now,
+        derived,
+        startup and any_unknown,
+        target_free,
+        schedule_rule=rule,
+        readiness=readiness,
     )
 
     actions: list[Action] = []
@@ -165,13 +196,18 @@ def _free_count(ctx: _Context, terminations: Iterable[Terminate]) -> int:
 def _capacity(
     ctx: _Context, terminations: list[Terminate]
 ) -> tuple[list[SetDesiredCapacity], bool]:
-    """Raise capacity by the free gap (capped), and keep it within [min, max]."""
+    """Raise capacity by the free gap (capped), and keep it within [min, max].
+
+    maxStep damps reactions to what the agents report; the part of the target learned from
+    demand is planned ahead and comes in whole, or a forecast rise of 40 would take eight
+    passes and land minutes after the burst it was for."""
     spec, asg = ctx.spec, ctx.observed.asg
     base = asg.desired - sum(1 for t in terminations if t.decrement)
     target, reason = base, Reason.BELOW_TARGET_FREE
     gap = ctx.target_free - _free_count(ctx, terminations)
     if gap > 0:
-        target = min(base + min(gap, spec.scaleOut.maxStep), max(base, spec.capacity.max))
+        step = spec.scaleOut.maxStep + ctx.learned
+        target = min(base + min(gap, step), max(base, spec.capacity.max))
     if target < spec.capacity.min:
         target, reason = spec.capacity.min, Reason.BELOW_MIN
     elif target > spec.capacity.max:
@@ -182,23 +218,42 @@ def _capacity(
 
 
 def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[DrainInstance]:
-    """Drain the longest-idle instances beyond targetFree; never let the ASG pick."""
+    """Drain the longest-idle instances beyond the target; never let the ASG pick.
+
+    With a readiness target that trusts its forecast (`drain_early`), it keeps the spares the
+    forecast asks for within idleFor (`keep`) and drains idle ones above that at once."""
     spec, observed = ctx.spec, ctx.observed
     if ctx.observing_only or in_startup_window(spec, observed, ctx.now):
         return []
     last = observed.last_scale_out_at
     if last is not None and ctx.now - last < spec.scaleIn.delayAfterScaleOut:
         return []
-    excess = _free_count(ctx, terminations) - ctx.target_free
+    readiness = ctx.readiness
+    keep = ctx.target_free if readiness is None else readiness.keep
+    excess = _free_count(ctx, terminations) - keep
     base = observed.asg.desired - sum(1 for t in terminations if t.decrement)
     draining = len(ctx.of(InstanceState.DRAINING))
     count = min(excess, base - draining - spec.capacity.min, spec.scaleIn.maxStep)
     if count <= 0:
         return []
-    return [
-        DrainInstance(instance_id, Reason.IDLE_EXCESS)
-        for instance_id in ctx.derived.drainable[:count]
-    ]
+    if readiness is not None and readiness.drain_early:
+        candidates = _longest_idle(ctx, count)
+    else:
+        candidates = list(ctx.derived.drainable[:count])
+    return [DrainInstance(instance_id, Reason.IDLE_EXCESS) for instance_id in candidates]
+
+
+def _longest_idle(ctx: _Context, count: int) -> list[str]:
+    """The `count` longest-idle instances, idleFor or not (only a few: scaleIn.maxStep)."""
+    reports = ctx.observed.reports
+
+    def since(view: InstanceView) -> tuple[float, str]:
+        report = reports.get(view.instance_id)
+        idle = report.idle_since if report is not None else None
+        return (math.inf if idle is None else idle, view.instance_id)
+
+    chosen = heapq.nsmallest(count, ctx.of(InstanceState.IDLE), key=since)
+    return [view.instance_id for view in chosen]
 
 
 def _lifecycle(ctx: _Context) -> list[DrainInstance | LifecycleHeartbeat | CompleteLifecycle]:
@@ -251,20 +306,38 @@ def _requeue_after(ctx: _Context) -> float:
     for wait in observed.lifecycle_waits.values():
         deadlines.append(wait.started_at + spec.drain.timeout)
         deadlines.append(wait.last_heartbeat_at + wait.heartbeat_timeout * HEARTBEAT_FRACTION)
-    if spec.schedule.rules and observed.wall_time is not None:
-        # Schedule rules change at minute boundaries of the wall clock.
-        deadlines.append(now + 60.0 - observed.wall_time % 60.0)
+    wall = observed.wall_time
+    if wall is not None:
+        if spec.schedule.rules or (ctx.readiness is not None and spec.readiness.enabled):
+            # Schedule rules, and the history behind a forecast, change at minute boundaries.
+            deadlines.append(now + 60.0 - wall % 60.0)
+        edge = spec.schedule.next_change(wall) if spec.schedule.overrides else None
+        if edge is not None:
+            deadlines.append(now + edge - wall)
     upcoming = [t - now for t in deadlines if t > now]
     return max(MIN_REQUEUE, min(upcoming, default=spec.resync))
+
+
+def _target_text(ctx: _Context) -> str:
+    """The target and what set it: `12 = forecast 9 + reactive 3, floor 2 (schedule rule 0)`."""
+    r = ctx.readiness
+    if r is not None and r.override is not None:
+        floor = f"{r.floor} (override {r.override})"
+    elif ctx.schedule_rule is not None:
+        floor = (
+            f"{r.floor if r is not None else ctx.target_free} (schedule rule {ctx.schedule_rule})"
+        )
+    else:
+        floor = str(ctx.target_free if r is None else r.floor)
+    if r is None or ctx.learned == 0:
+        return floor
+    return f"{r.total} = forecast {r.forecast} + reactive {r.reactive}, floor {floor}"
 
 
 def _conditions(ctx: _Context, final_capacity: int, scaled_out: bool) -> tuple[Condition, ...]:
     spec = ctx.spec
     target = ctx.target_free
-    if ctx.schedule_rule is not None:
-        target_text = f"{target} (schedule rule {ctx.schedule_rule})"
-    else:
-        target_text = str(target)
+    target_text = _target_text(ctx)
     counts = {state: len(ctx.of(state)) for state in InstanceState}
     free = counts[InstanceState.IDLE]
     conditions: list[Condition] = []

@@ -16,6 +16,7 @@ from common.aiokits.clock import Clock, MonotonicClock
 from common.logs import event
 from common.wire import Report, ReportAnswer
 from controller.actuator import Actuator
+from controller.demand.service import DemandSources
 from controller.loop import (
     DEFAULT_BACKOFF,
     MIN_PASS_GAP,
@@ -64,6 +65,7 @@ class Controller:
         draw: Callable[[], float] = random.random,
         stop_grace: float = 10.0,
         min_pass_gap: float = MIN_PASS_GAP,
+        demand: DemandSources | None = None,
     ) -> None:
         self.state = state
         self.store = store
@@ -79,6 +81,7 @@ class Controller:
         self._draw = draw
         self.stop_grace = stop_grace
         self.min_pass_gap = min_pass_gap
+        self.demand = DemandSources() if demand is None else demand
         self.started_at = self.clock.now()
         self.pools: dict[str, PoolRunner] = {}
 

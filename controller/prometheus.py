@@ -57,6 +57,10 @@ REPORT_OUTCOMES: Final = (
 )
 RELOAD_OUTCOMES: Final = ("success", "invalid")
 
+TARGET_PARTS: Final = ("floor", "schedule", "forecast", "reactive", "later", "total")
+"""`part` of pool_target_part (docs/readiness.md): `schedule` is the schedule rule's or dated
+override's target while one is in force, else 0."""
+
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -156,6 +160,7 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self._readiness_metrics(r)
         for outcome in REGISTRATION_OUTCOMES:
             self.registrations_total.labels(outcome)
         for outcome in REPORT_AUTH_OUTCOMES:
@@ -164,6 +169,44 @@ class Metrics:
             self.agent_reports_total.labels(outcome)
         for outcome in RELOAD_OUTCOMES:
             self.config_reloads_total.labels(outcome)
+
+    def _readiness_metrics(self, r: CollectorRegistry) -> None:
+        self.pool_target_part = Gauge(
+            f"{PREFIX}_pool_target_part",
+            "The free-recorder target in force and its parts (docs/readiness.md).",
+            ["pool", "part"],
+            registry=r,
+        )
+        self.pool_boot_horizon_seconds = Gauge(
+            f"{PREFIX}_pool_boot_horizon_seconds",
+            "Seconds ahead the spares cover: measured launch to first idle report, or the spec's.",
+            ["pool"],
+            registry=r,
+        )
+        self.recordings_started_total = Counter(
+            f"{PREFIX}_recordings_started",
+            "Recordings started: a recorder seen going from free to busy.",
+            ["pool"],
+            registry=r,
+        )
+        self.recordings_missed_total = Counter(
+            f"{PREFIX}_recordings_missed",
+            "Recording requests that found no free recorder, as jicofo counts them.",
+            ["pool"],
+            registry=r,
+        )
+        self.demand_history_minutes = Gauge(
+            f"{PREFIX}_demand_history_minutes",
+            "Minutes of demand history held (recorded or read back from CloudWatch).",
+            ["pool"],
+            registry=r,
+        )
+        self.demand_history_dropped_total = Counter(
+            f"{PREFIX}_demand_history_dropped",
+            "Minutes of demand history given up on after a CloudWatch outage of over a day.",
+            ["pool"],
+            registry=r,
+        )
 
     def add_aws_operations(self, service: str, operations: tuple[str, ...]) -> None:
         """Initialise the request series of every operation a client will call."""
@@ -189,6 +232,16 @@ class Metrics:
         self.pool_capacity_min.labels(name).set(spec.capacity.min)
         self.pool_capacity_max.labels(name).set(spec.capacity.max)
         self.pool_target_free.labels(name).set(spec.targetFree)
+        for part in TARGET_PARTS:
+            self.pool_target_part.labels(name, part)
+        for metric in (
+            self.pool_boot_horizon_seconds,
+            self.recordings_started_total,
+            self.recordings_missed_total,
+            self.demand_history_minutes,
+            self.demand_history_dropped_total,
+        ):
+            metric.labels(name)
 
     def remove_pool(self, name: str) -> None:
         """Drop every series of a pool that left the desired state."""
@@ -202,8 +255,15 @@ class Metrics:
             self.reconcile_duration_seconds,
             self.decision_latency_seconds,
             self.last_reconcile_success_timestamp_seconds,
+            self.pool_boot_horizon_seconds,
+            self.recordings_started_total,
+            self.recordings_missed_total,
+            self.demand_history_minutes,
+            self.demand_history_dropped_total,
         ):
             _remove(metric, name)
+        for part in TARGET_PARTS:
+            _remove(self.pool_target_part, name, part)
         for kind in ERROR_KINDS:
             _remove(self.reconcile_errors_total, name, kind)
         for action, reasons in ACTION_REASONS.items():

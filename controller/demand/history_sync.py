@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from common.aiokits.clock import Clock
 from common.logs import event
@@ -36,8 +36,11 @@ BACKLOG_MINUTES: Final = 24 * 60
 RETRY_BACKFILL: Final = 300.0
 
 
+@runtime_checkable
 class HistoryApi(Protocol):
-    """The two CloudWatch calls the history needs (`controller.cloudwatch.api.AioCloudWatch`)."""
+    """The two CloudWatch calls the history needs (`controller.cloudwatch.api.AioCloudWatch`);
+    runtime-checkable, so a CloudWatch API without GetMetricData (an in-process stand-in)
+    leaves the history in memory rather than failing."""
 
     async def put_metric_data(self, namespace: str, data: Sequence[Datum]) -> None: ...
 
