@@ -203,7 +203,7 @@ def _log_text(path: Path) -> str:
 async def make_recorder(instance_id: str, root: Path) -> Recorder:
     """A fake Jibri on loopback; it pushes to the agent's webhook once the agent listens."""
     home = root / instance_id
-    home.mkdir(parents=True)
+    (home / "recordings").mkdir(parents=True)
     jibri = FakeJibri(jibri_id=instance_id)
     await jibri.start()
     return Recorder(instance_id, jibri, home)
