@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,7 +49,10 @@ BUCKET = "recordings-runtime"
 
 
 def base_python() -> Path:
-    """This machine's interpreter of the image's Python (python:3.11-slim)."""
+    """This machine's interpreter of the image's Python (python:3.11-slim): the one the test
+    virtualenv was made from when that is 3.11, else python3.11 on PATH."""
+    if sys.version_info[:2] == (3, 11):
+        return Path(sys._base_executable)
     found = shutil.which("python3.11")
     assert found, "the image's Python, 3.11, is not on PATH"
     return Path(found)
