@@ -29,6 +29,7 @@ from controller.actuator import Actuator
 from controller.aws import AwsClients, AwsSettings
 from controller.cloudwatch.api import CloudWatchClients
 from controller.cloudwatch.step import Apis, CloudWatchSync
+from controller.demand.service import DemandSources, history_from
 from controller.http.connections import HttpLimits
 from controller.http.server import Server, ServerContext, make_app
 from controller.http.status import render
@@ -241,6 +242,7 @@ async def serve(
         planner=planner,
         extra_steps=[cloud_watch, *extra_steps],
         status_sources=[cloud_watch],
+        demand=DemandSources(history_from(cloud_watch_apis), publish=not options.dry_run),
     )
 
     async def apply(new: DesiredState) -> None:

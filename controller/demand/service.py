@@ -50,6 +50,17 @@ class DemandSources:
     publish: bool = True
 
 
+def history_from(apis: Callable[[str | None], Awaitable[tuple[object, object]]]) -> HistoryApis:
+    """The history APIs out of the CloudWatch step's (`controller.cloudwatch.step.Apis`): its
+    CloudWatch API, where that one reads metrics back."""
+
+    async def history_api(region: str | None) -> HistoryApi | None:
+        api, _ = await apis(region)
+        return api if isinstance(api, HistoryApi) else None
+
+    return history_api
+
+
 @dataclass(frozen=True)
 class MissRate:
     """Requests over a span of minutes: recordings started and requests that found none."""

@@ -1,7 +1,8 @@
 """What `/status` and `/healthz` say (docs/design.md), and the table `controller status` prints.
 
-Both read each pool's `PoolSnapshot`, the frozen record its last pass left, and the per-pool
-blocks of the controller's status sources (the CloudWatch step's `cloudWatch`).
+Both read each pool's `PoolSnapshot`, the frozen record its last pass left, the per-pool
+blocks of the controller's status sources (the CloudWatch step's `cloudWatch`), and the
+pool's demand (`readiness`: the target in force and its parts, docs/readiness.md).
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from controller.demand.service import DAY, HOUR, MissRate, PoolDemand
 from controller.loop import PoolSnapshot, StatusSource
 from controller.model import Condition, InstanceState
 from controller.pools import Controller
+from controller.readiness.forecast import ReadinessTarget
+from controller.spec import PoolSpec
 
 HEALTHY_RESYNCS = 3
 """/healthz fails for a pool without a successful pass within this many resync periods."""
@@ -83,8 +87,77 @@ def _runtime_conditions(snapshot: PoolSnapshot, now: float) -> list[dict[str, st
     return conditions
 
 
+def _target(target: ReadinessTarget) -> dict[str, Any]:
+    return {
+        "total": target.total,
+        "floor": target.floor,
+        "schedule": {"rule": target.schedule_rule, "override": target.override},
+        "forecast": target.forecast,
+        "reactive": target.reactive,
+        "later": target.later,
+        "keep": target.keep,
+        "drainEarly": target.drain_early,
+        "horizonSeconds": round(target.horizon, 3),
+        "expected": round(target.expected, 3),
+        "ending": round(target.ending, 3),
+        "surprise": round(target.surprise, 3),
+        "samples": target.samples,
+    }
+
+
+def _misses(rate: MissRate) -> dict[str, Any]:
+    return {
+        "started": rate.started,
+        "missed": rate.missed,
+        "rate": None if rate.rate is None else round(rate.rate, 6),
+    }
+
+
+def readiness_status(
+    spec: PoolSpec, target: ReadinessTarget | None, demand: PoolDemand, wall_time: float
+) -> dict[str, Any]:
+    """The target in force and its parts, the override in force, the boot horizon, the
+    demand history held, and the miss rate (missed ÷ requests) over the last hour and day."""
+    override = None
+    if target is not None and target.override is not None:
+        entry = spec.schedule.overrides[target.override]
+        override = {
+            "index": target.override,
+            "from": entry.start.isoformat(timespec="minutes"),
+            "to": entry.end.isoformat(timespec="minutes"),
+            "timezone": spec.schedule.timezone,
+            "targetFree": entry.targetFree,
+        }
+    readiness, sync = demand.readiness, demand.sync
+    return {
+        "enabled": spec.readiness.enabled,
+        "target": None if target is None else _target(target),
+        "override": override,
+        "bootHorizonSeconds": round(readiness.horizon(spec), 3),
+        "bootsMeasured": len(readiness.boots.durations),
+        "history": {
+            "minutes": len(readiness.history),
+            "cloudWatch": sync is not None,
+            "backfilled": sync is not None and sync.backfilled,
+            "dropped": 0 if sync is None else sync.dropped,
+        },
+        "missed": {
+            "lastHour": _misses(demand.misses(wall_time, HOUR)),
+            "lastDay": _misses(demand.misses(wall_time, DAY)),
+        },
+        "jicofo": None
+        if spec.demand.jicofo is None
+        else {"available": demand.jicofo_available, "errors": dict(demand.jicofo_errors)},
+    }
+
+
 def pool_status(
-    snapshot: PoolSnapshot, now: float, sources: Sequence[StatusSource] = ()
+    snapshot: PoolSnapshot,
+    now: float,
+    sources: Sequence[StatusSource] = (),
+    *,
+    demand: PoolDemand | None = None,
+    wall_time: float | None = None,
 ) -> dict[str, Any]:
     observed, plan = snapshot.observed, snapshot.plan
     instances = []
@@ -127,6 +200,11 @@ def pool_status(
         "consecutiveFailures": snapshot.failures,
         # Managed alarms with their state as last read, the fallback policy, publishing.
         "cloudWatch": None,
+        "readiness": None
+        if demand is None or wall_time is None
+        else readiness_status(
+            spec, observed.readiness if observed is not None else None, demand, wall_time
+        ),
     }
     for source in sources:
         document[source.status_key] = source.pool_status(snapshot.name)
@@ -134,12 +212,15 @@ def pool_status(
 
 
 def status(controller: Controller, now: float, *, dry_run: bool) -> dict[str, Any]:
-    sources = controller.status_sources
+    sources, wall = controller.status_sources, controller.wall_clock()
     return {
         "dryRun": dry_run,
         "uptimeSeconds": round(now - controller.started_at, 3),
         "source": controller.state.source,
-        "pools": [pool_status(r.snapshot, now, sources) for r in controller.pools.values()],
+        "pools": [
+            pool_status(r.snapshot, now, sources, demand=r.demand, wall_time=wall)
+            for r in controller.pools.values()
+        ],
     }
 
 
@@ -195,6 +276,11 @@ def render(document: Mapping[str, Any]) -> str:
                     [_instance_row(i) for i in pool["instances"]],
                 )
             )
+        readiness = pool.get("readiness")
+        if readiness is not None:
+            out.append("")
+            out.append(f"{pool['name']}: readiness")
+            out.append(_readiness_table(readiness))
         alarms = (pool.get("cloudWatch") or {}).get("alarms") or []
         if alarms:
             out.append("")
@@ -212,6 +298,46 @@ def render(document: Mapping[str, Any]) -> str:
         out.append("")
         out.append("dry-run: actions are planned and logged, not carried out")
     return "\n".join(out)
+
+
+def _rate(block: Mapping[str, Any]) -> str:
+    rate = block.get("rate")
+    text = "-" if rate is None else f"{100 * rate:.2f}%"
+    return (
+        f"{text} ({block.get('missed', 0):g}/{block.get('started', 0) + block.get('missed', 0):g})"
+    )
+
+
+def _readiness_table(readiness: Mapping[str, Any]) -> str:
+    """The target in force with its parts, the horizon and the miss rates, as one row."""
+    target = readiness.get("target") or {}
+    override = readiness.get("override")
+    schedule = target.get("schedule") or {}
+    if override is not None:
+        source = f"override {override['from']}..{override['to']}"
+    elif schedule.get("rule") is not None:
+        source = f"rule {schedule['rule']}"
+    else:
+        source = "targetFree"
+    missed = readiness.get("missed") or {}
+    headers = ["TARGET", "FLOOR", "FROM", "FORECAST", "REACTIVE", "LATER", "HORIZON"]
+    return table(
+        [*headers, "HISTORY-MIN", "MISSED-1H", "MISSED-1D"],
+        [
+            [
+                target.get("total"),
+                target.get("floor"),
+                source,
+                target.get("forecast"),
+                target.get("reactive"),
+                target.get("later"),
+                f"{readiness.get('bootHorizonSeconds', 0):g}s",
+                (readiness.get("history") or {}).get("minutes"),
+                _rate(missed.get("lastHour") or {}),
+                _rate(missed.get("lastDay") or {}),
+            ]
+        ],
+    )
 
 
 def _pool_row(pool: Mapping[str, Any]) -> list[object]:

@@ -1,7 +1,10 @@
-"""Property tests for the planner's safety invariants (DESIGN §5)."""
+"""Property tests for the planner's safety invariants (docs/planner.md), with and without a
+readiness target (docs/readiness.md): whatever the forecast asks, busy, draining, stale and
+unknown recorders are never terminated and capacity stays within [min, max]."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from hypothesis import given, settings
@@ -19,6 +22,7 @@ from controller.model import (
     Terminate,
 )
 from controller.planner import plan
+from controller.readiness.forecast import ReadinessTarget
 from tests.support.observations import NOW, ObservationBuilder, report, spec
 
 LIFECYCLES = ["InService", "InService", "InService", "Pending", "Terminating:Wait", "Standby"]
@@ -88,7 +92,32 @@ def situations(draw: st.DrawFn) -> tuple[object, Observed]:
                 300,
             )
     fleet.desired = draw(st.integers(0, 25))
-    return pool, fleet.observed()
+    observed = fleet.observed()
+    if draw(st.booleans()):
+        observed = dataclasses.replace(observed, readiness=draw(readiness_targets(target, hi)))
+    return pool, observed
+
+
+@st.composite
+def readiness_targets(draw: st.DrawFn, floor: int, cap: int) -> ReadinessTarget:
+    """A target as readiness_target makes them: total = max(floor, learned ≤ cap)."""
+    forecast = draw(st.integers(0, cap))
+    reactive = draw(st.integers(0, cap - forecast))
+    return ReadinessTarget(
+        floor=floor,
+        schedule_rule=None,
+        override=None,
+        forecast=forecast,
+        reactive=reactive,
+        total=max(floor, forecast + reactive),
+        horizon=150.0,
+        expected=float(forecast),
+        ending=0.0,
+        surprise=0.0,
+        samples=draw(st.integers(0, 4)),
+        later=draw(st.integers(floor, cap)),
+        drain_early=draw(st.booleans()),
+    )
 
 
 @settings(max_examples=400, deadline=None)
@@ -124,14 +153,10 @@ def test_same_observation_same_plan(case: tuple[object, Observed], rnd: random.R
     shuffled = list(observed.asg.instances)
     rnd.shuffle(shuffled)
     asg = observed.asg
-    reordered = Observed(
+    reordered = dataclasses.replace(
+        observed,
         asg=AsgView(asg.name, asg.min_size, asg.max_size, asg.desired, tuple(shuffled)),
         reports=dict(reversed(list(observed.reports.items()))),
-        first_seen=observed.first_seen,
-        drain_requested=observed.drain_requested,
-        controller_started_at=observed.controller_started_at,
-        last_scale_out_at=observed.last_scale_out_at,
-        lifecycle_waits=observed.lifecycle_waits,
     )
     assert plan(pool, observed, NOW) == plan(pool, reordered, NOW)  # type: ignore[arg-type]
 
