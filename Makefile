@@ -35,9 +35,9 @@ unit: $(STAMP)
 e2e: system-deps $(STAMP)
 	$(BIN)/pytest -q -m e2e
 
-# Includes tests/e2e/test_runtime_install.py: the wheel, installed with its runtime dependencies
-# only into a fresh virtualenv (.venv-runtime), runs the end-to-end checks, and so does the
-# Dockerfile's build replayed without an engine.
+# Includes tests/e2e/test_runtime_install.py: the Dockerfile's build replayed without an engine,
+# and its wheel installed with runtime dependencies only into a fresh virtualenv (both under
+# pytest's temporary directory, once per run); the end-to-end checks run from those installs.
 test: system-deps lint typecheck $(STAMP)
 	$(BIN)/pytest -q
 
@@ -68,5 +68,5 @@ bench-latency: $(STAMP)
 	PYTHONPATH=$(CURDIR) $(BIN)/python -m bench.decision_latency $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-runtime dist .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+	rm -rf $(VENV) dist .pytest_cache .mypy_cache .ruff_cache .hypothesis \
 	    .import_linter_cache
