@@ -40,13 +40,20 @@ def bound_address(
         time.sleep(0.05)
 
 
+# Sockets bound and never listening: their ports refuse connections for the rest of the run.
+_HELD: list[socket.socket] = []
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now, for a URL that must not answer (a controller
-    or a Jibri that is down). Never hand it to a server to bind: bind port 0 instead."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port that refuses connections, for a URL that must not answer (a
+    controller or a Jibri that is down). The port stays bound (not listening) for the rest of
+    the test process, so no other server can take it; a server handed it fails to bind, as
+    servers must bind port 0 instead."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    port: int = sock.getsockname()[1]
+    return port
 
 
 @asynccontextmanager
