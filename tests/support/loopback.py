@@ -57,11 +57,11 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` on loopback; yield its base URL."""
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on a loopback port of its own (port 0); yield its base URL."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
