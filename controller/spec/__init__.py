@@ -3,7 +3,7 @@
 Split by part: `base` (the strict model base and shared types), `pool` (the pool spec and
 document), `cloudwatch` (spec.cloudWatch and the names it owns in AWS), `schedule`
 (time-of-day targets and dated overrides), `readiness` (spec.readiness and spec.demand),
-`loading` (files to validated documents, with located errors).
+`warm_pool` (spec.warmPool), `loading` (files to validated documents, with located errors).
 Every public name is re-exported here, so `from controller.spec import X` is the usual import.
 """
 
@@ -45,6 +45,7 @@ from controller.spec.schedule import (
     Window,
     effective_target,
 )
+from controller.spec.warm_pool import WarmPool, WarmState
 
 __all__ = [
     "AlarmSpec",
@@ -72,6 +73,8 @@ __all__ = [
     "ScheduleRule",
     "SpecModel",
     "TargetInForce",
+    "WarmPool",
+    "WarmState",
     "WholeSeconds",
     "Window",
     "cloudwatch",

@@ -15,6 +15,7 @@ from controller.spec.base import FieldProblem, Name, SpecModel, field_errors
 from controller.spec.cloudwatch import CloudWatch
 from controller.spec.readiness import Demand, Readiness
 from controller.spec.schedule import Schedule, TargetInForce
+from controller.spec.warm_pool import WarmPool
 
 
 class Capacity(SpecModel):
@@ -62,6 +63,7 @@ class PoolSpec(SpecModel):
     schedule: Schedule = Schedule()
     readiness: Readiness = Readiness()
     demand: Demand = Demand()
+    warmPool: WarmPool | None = None
 
     @model_validator(mode="after")
     def _target_fits(self) -> Self:
