@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+from controller.model import ReportView
+
 
 class ActuationView(Protocol):
     """Read-only access to what the actuator has done in one pool."""
@@ -33,6 +35,12 @@ class ActuationView(Protocol):
     def completed_hooks(self, instance_id: str) -> frozenset[str]:
         """Termination hooks the actuator has completed for this instance."""
         ...
+
+
+def drain_answer(actuation: ActuationView, instance_id: str, held: ReportView | None) -> bool:
+    """Whether the answer to an instance's report says drain: the controller asked it to, or
+    its held report says it is draining (a restarted controller never asked; it keeps on)."""
+    return instance_id in actuation.drain_requested or (held is not None and held.draining)
 
 
 class ActuationStatus:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from common.aiokits.clock import Clock, MonotonicClock
 from common.logs import event
 from common.wire import Report, ReportAnswer
+from controller.actuation import drain_answer
 from controller.actuator import Actuator
 from controller.demand.service import DemandSources
 from controller.loop import (
@@ -116,12 +117,7 @@ class Controller:
             return ReportReceipt(ReportAnswer(drain=False), managed=False, outcome=outcome)
         if accepted.changed:
             runner.trigger(received_at)
-        held = self.store.get(report.instanceId)
-        # An agent that says it is draining keeps draining, though a restarted controller
-        # never asked it to.
-        drain = report.instanceId in runner.actuation.drain_requested or (
-            held is not None and held.draining
-        )
+        drain = drain_answer(runner.actuation, report.instanceId, self.store.get(report.instanceId))
         return ReportReceipt(
             ReportAnswer(drain=drain), managed=True, outcome=accepted.outcome.value
         )

@@ -23,6 +23,9 @@ class Accepted:
     """True when the report changes what the planner derives (state, drain, uploads)."""
 
 
+_HEARTBEAT = Accepted(Outcome.ACCEPTED, changed=False)
+
+
 @dataclass
 class _Entry:
     boot_id: str
@@ -77,6 +80,23 @@ class ReportStore:
         if held is not None and held.boot_id == report.bootId and report.seq <= held.seq:
             return Accepted(Outcome.OUT_OF_ORDER, changed=False)
         previous = held.view if held is not None else None
+        jibri = report.jibri
+        if (
+            managed
+            and held is not None
+            and previous is not None
+            and instance_id in self._managed
+            and previous.busy is jibri.busyStatus
+            and previous.health is jibri.healthStatus
+            and previous.draining == report.draining
+            and previous.drained == report.drained
+            and previous.pending_uploads == report.pendingUploads
+        ):
+            # A heartbeat (most reports are): the same state again, only fresher. Every
+            # streak and what the planner derives stay as they are.
+            held.boot_id, held.seq = report.bootId, report.seq
+            held.view = previous._replace(received_at=now)
+            return _HEARTBEAT
         idle = _is_idle(report)
         unhealthy = _is_unhealthy(report)
         idle_since = _since(previous.idle_since if previous else None, now)

@@ -1,41 +1,42 @@
-"""This project's controller, simulated around the real `controller.planner.plan`.
+"""This project's controller, simulated around its real observe → plan → act path.
 
-Agents report through a real `ReportStore` at once on every change (boot, busy, idle,
-draining, drained); each change that the store says matters triggers a reconcile pass after
-`reaction` seconds (changes meanwhile fold into that pass), and every pass schedules the
-next one after the plan's `requeue_after`, as the controller's loop does. Periodic 5 s
-heartbeats carry nothing new, so instead of sending each one the simulation moves the held
-report's receive time to the agent's latest heartbeat before a pass (once it matters to the
-plan: see `_observe`).
+Each pass runs the controller's own code: `controller.loop.observe_pool` (observe, then the
+report store and actuation record settled), `controller.planner.plan`, and
+`controller.actuator.Actuator`, against the simulated group behind the controller's
+`AutoScaling` Protocol (bench/sim/autoscaling.py). Only the loop's timing is simulated: agents
+report through the real `ReportStore` at once on every change (boot, busy, idle, draining,
+drained); each change that the store says matters triggers a pass after `reaction` seconds
+(changes meanwhile fold into that pass), and every pass schedules the next one after the
+plan's `requeue_after`, as the controller's loop does. Periodic 5 s heartbeats carry nothing
+new, so instead of sending each one the simulation delivers an agent's latest heartbeat to the
+store before a pass once it matters to the plan (see `_refresh`).
 
-The plan's actions are applied to the fleet as the actuator applies them to AWS. A drain
-goes through the handshake: the agent learns it from the answer to its next report (a
+A drain goes through the handshake: the actuator records the request, and the agent learns it
+from the controller's answer (`controller.actuation.drain_answer`) to its next report (a
 heartbeat or a change), asks Jibri to shut down gracefully (a recording that started
-meanwhile runs to its end), reports drained once Jibri has exited, and only then does a
-later plan terminate it, with decrement.
+meanwhile runs to its end), reports drained once Jibri has exited, and only then does a later
+plan terminate it, with decrement.
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bench.sim.autoscaling import SimulatedAutoScaling, run_now
 from bench.sim.fleet import Event, Instance, SimulatedWorld
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
-from controller.model import (
-    DrainInstance,
-    Observed,
-    Plan,
-    ReportView,
-    SetBounds,
-    SetDesiredCapacity,
-    SetProtection,
-    Terminate,
-)
+from controller.actuation import ActuationStatus, drain_answer
+from controller.actuator import ActuationError, Actuator
+from controller.loop import UNMANAGED_TTL_STALE_AFTERS, observe_pool
+from controller.model import DrainInstance, Plan
+from controller.observe import PoolMemory, read_group
 from controller.planner import plan
+from controller.prometheus import Metrics
 from controller.spec import PoolSpec
 from controller.store import ReportStore
 
@@ -64,8 +65,6 @@ class _Agent:
     instance: Instance
     phase: float
     seq: int = 0
-    drain_answer: bool = False
-    """The controller's next answer to this agent says drain."""
     draining: bool = False
     drained: bool = False
 
@@ -77,36 +76,42 @@ class PassStats:
     plan_max_seconds: float = 0.0
     instances_planned: int = 0
     actions: dict[str, int] = field(default_factory=dict)
+    failed_passes: int = 0
+    """Passes in which AWS refused an action (the actuator raised ActuationError)."""
     drains_caught_recording: int = 0
     """Drains whose agent was handed a recording between the plan and the handshake."""
 
 
 class PlannerPolicy:
     name = "planner"
-    label = "this project: real planner, event-driven passes, drain handshake"
+    label = "this project: real observe, planner and actuator, event-driven passes, drain handshake"
 
     def __init__(self, spec: PoolSpec, settings: ControllerSettings) -> None:
         self.spec = spec
         self.settings = settings
         self.store = ReportStore()
-        self.views: dict[str, ReportView] = {}
-        self._refresh_due: list[tuple[float, str]] = []
-        self.first_seen: dict[str, float] = {}
-        self.drain_requested: dict[str, float] = {}
-        self.last_scale_out_at: float | None = None
+        self.memory = PoolMemory(started_at=settings.started_at)
+        self.actuation = ActuationStatus()
         self.agents: dict[str, _Agent] = {}
         self.stats_ = PassStats()
-        self._fleet: SimulatedWorld | None = None
+        self._refresh_due: list[tuple[float, str]] = []
+        self._world: SimulatedWorld | None = None
+        self._autoscaling: SimulatedAutoScaling | None = None
+        self._actuator: Actuator | None = None
         self._pending = False
         self._generation = 0
+        # The actuator logs every action; a simulated day has hundreds of thousands.
+        logging.getLogger("controller.actuator").setLevel(logging.WARNING)
 
     @property
     def fleet(self) -> SimulatedWorld:
-        assert self._fleet is not None
-        return self._fleet
+        assert self._world is not None
+        return self._world
 
     def attach(self, fleet: SimulatedWorld) -> None:
-        self._fleet = fleet
+        self._world = fleet
+        self._autoscaling = SimulatedAutoScaling(fleet)
+        self._actuator = Actuator(metrics=Metrics(), clock=lambda: fleet.sim.now, dry_run=False)
         fleet.listener = self
         self._trigger()
 
@@ -115,11 +120,8 @@ class PlannerPolicy:
     def on_instance(self, instance: Instance, event: Event) -> None:
         instance_id = instance.instance_id
         if event is Event.GONE:
+            # The next pass sees it gone from the group and releases what is held of it.
             self.agents.pop(instance_id, None)
-            self.views.pop(instance_id, None)
-            self.first_seen.pop(instance_id, None)
-            self.drain_requested.pop(instance_id, None)
-            self.store.release([instance_id])
             self._trigger()
             return
         if event is Event.BOOTED:
@@ -132,13 +134,20 @@ class PlannerPolicy:
         self._report(agent)
 
     def _report(self, agent: _Agent) -> None:
-        instance, now = agent.instance, self.fleet.sim.now
+        """The agent reports its state now, and acts on the controller's answer."""
+        self._deliver(agent, self._next_report(agent), self.fleet.sim.now)
+
+    @staticmethod
+    def _next_report(agent: _Agent) -> Report:
+        """The agent's next report: every change is reported at once, so a heartbeat's
+        content is the agent's current state too."""
+        instance = agent.instance
         if not instance.jibri_up:
             jibri = _GONE
         else:
             jibri = _BUSY if instance.recording is not None else _IDLE
         agent.seq += 1
-        report = Report(
+        return Report(
             instanceId=instance.instance_id,
             bootId=f"boot-{instance.seq}",
             seq=agent.seq,
@@ -146,24 +155,23 @@ class PlannerPolicy:
             draining=agent.draining,
             drained=agent.drained,
         )
-        accepted = self.store.accept(report, now, managed=True)
-        view = self.store.get(instance.instance_id)
-        assert view is not None
-        self.views[instance.instance_id] = view
+
+    def _deliver(self, agent: _Agent, report: Report, received_at: float) -> None:
+        instance_id = report.instanceId
+        accepted = self.store.accept(report, received_at, managed=True)
         if accepted.changed:
             self._trigger()
-        if agent.drain_answer:
+        if not agent.draining and drain_answer(
+            self.actuation, instance_id, self.store.get(instance_id)
+        ):
             self._start_drain(agent)
 
     def _heartbeat_due(self, agent: _Agent) -> None:
         """The agent's next periodic report, which carries a pending drain answer back."""
-        if self.agents.get(agent.instance.instance_id) is agent and agent.drain_answer:
-            self._start_drain(agent)
+        if self.agents.get(agent.instance.instance_id) is agent:
+            self._report(agent)
 
     def _start_drain(self, agent: _Agent) -> None:
-        agent.drain_answer = False
-        if agent.draining:
-            return
         agent.draining = True
         if agent.instance.recording is not None:
             self.stats_.drains_caught_recording += 1
@@ -185,48 +193,48 @@ class PlannerPolicy:
         if generation == self._generation and not self._pending:
             self._pass()
 
-    def _observe(self, now: float) -> Observed:
-        # The planner reads a report's receive time only to judge it fresh (age within
-        # staleAfter) and to requeue when it would turn stale; a report younger than
-        # staleAfter - resync is fresh and its stale deadline lies beyond the resync deadline.
-        # Moving only older ones to the latest heartbeat yields the plans of every-5-s
-        # heartbeats at a fraction of the cost.
-        # Each held report has one entry in `_refresh_due`, at the time it may need moving.
+    def _refresh(self, now: float) -> None:
+        """Deliver to the store the latest heartbeat of agents whose held report has aged.
+
+        The planner reads a report's receive time only to judge it fresh (age within
+        staleAfter) and to requeue when it would turn stale; a report younger than
+        staleAfter - resync is fresh and its stale deadline lies beyond the resync deadline.
+        Delivering heartbeats only for older ones yields the plans of every-5-s heartbeats at a
+        fraction of the cost. Each agent has one entry in `_refresh_due`, at the time its held
+        report may need one."""
         refresh = max(self.settings.heartbeat, self.spec.instances.staleAfter - self.spec.resync)
-        views, due = self.views, self._refresh_due
+        due, store = self._refresh_due, self.store
         while due and due[0][0] <= now:
             _, instance_id = heapq.heappop(due)
-            view = views.get(instance_id)
-            if view is None:
+            agent = self.agents.get(instance_id)
+            held = store.get(instance_id)
+            if agent is None or held is None:
                 continue
-            if now - view.received_at >= refresh:
-                beat = self._latest_heartbeat(self.agents[instance_id], now)
-                view = views[instance_id] = replace(view, received_at=beat)
-            heapq.heappush(due, (view.received_at + refresh, instance_id))
-        asg = self.fleet.asg_view()
-        first_seen = self.first_seen
-        # Gone instances leave first_seen, so equal sizes mean every instance is in it.
-        if len(first_seen) != len(asg.instances):
-            seen = max(now, self.settings.started_at)
-            for row in asg.instances:
-                if row.instance_id not in first_seen:
-                    first_seen[row.instance_id] = seen
-        return Observed(
-            asg=asg,
-            reports=dict(views),
-            first_seen=dict(first_seen),
-            drain_requested=dict(self.drain_requested),
-            controller_started_at=self.settings.started_at,
-            last_scale_out_at=self.last_scale_out_at,
-            wall_time=self.settings.epoch + now,
-        )
+            received_at = held.received_at
+            if now - received_at >= refresh:
+                received_at = self._latest_heartbeat(agent, now)
+                store.accept(self._next_report(agent), received_at, managed=True)
+            heapq.heappush(due, (received_at + refresh, instance_id))
 
     def _pass(self) -> None:
         self._pending = False
         now = self.fleet.sim.now
-        observed = self._observe(now)
+        spec, autoscaling, actuator = self.spec, self._autoscaling, self._actuator
+        assert autoscaling is not None and actuator is not None
+        self._refresh(now)
+        view, hooks = run_now(read_group(spec, autoscaling))
+        observed = observe_pool(
+            view,
+            hooks,
+            self.store,
+            self.memory,
+            self.actuation,
+            now,
+            unmanaged_ttl=UNMANAGED_TTL_STALE_AFTERS * spec.instances.staleAfter,
+            wall_time=self.settings.epoch + now,
+        )
         started = time.perf_counter()
-        result = plan(self.spec, observed, now)
+        result = plan(spec, observed, now)
         elapsed = time.perf_counter() - started
         stats = self.stats_
         stats.passes += 1
@@ -235,33 +243,36 @@ class PlannerPolicy:
         stats.instances_planned += len(observed.asg.instances)
         self._act(result, now)
         self._generation += 1
-        self.fleet.sim.after(result.requeue_after, self._timer, self._generation)
+        self.fleet.sim.after(min(spec.resync, result.requeue_after), self._timer, self._generation)
 
     def _act(self, result: Plan, now: float) -> None:
-        fleet, counts = self.fleet, self.stats_.actions
+        assert self._actuator is not None and self._autoscaling is not None
+        counts = self.stats_.actions
         for action in result.actions:
             counts[action.name] = counts.get(action.name, 0) + 1
-            if isinstance(action, SetBounds):
-                fleet.set_bounds(action.min_size, action.max_size)
-            elif isinstance(action, SetProtection):
-                fleet.set_protection(action.instance_ids, action.protected)
-            elif isinstance(action, Terminate):
-                fleet.terminate(action.instance_id, decrement=action.decrement)
-            elif isinstance(action, SetDesiredCapacity):
-                fleet.set_desired(action.capacity)
-                if action.capacity > action.previous:
-                    self.last_scale_out_at = now
-            elif isinstance(action, DrainInstance):
+        try:
+            run_now(
+                self._actuator.execute(
+                    self.fleet.name,
+                    self.spec.autoScalingGroupName,
+                    result,
+                    autoscaling=self._autoscaling,
+                    actuation=self.actuation,
+                    now=now,
+                    triggered_at=None,
+                )
+            )
+        except ActuationError:
+            self.stats_.failed_passes += 1
+        for action in result.actions:
+            if isinstance(action, DrainInstance):
                 self._request_drain(action.instance_id, now)
-            else:
-                raise AssertionError(f"no lifecycle hooks in the simulation, got {action}")
 
     def _request_drain(self, instance_id: str, now: float) -> None:
-        self.drain_requested.setdefault(instance_id, now)
+        """The actuator has recorded a drain: the agent hears of it at its next report."""
         agent = self.agents.get(instance_id)
         if agent is None or agent.draining:
             return
-        agent.drain_answer = True
         beat = self.settings.heartbeat
         self.fleet.sim.at(self._latest_heartbeat(agent, now) + beat, self._heartbeat_due, agent)
 
@@ -274,6 +285,7 @@ class PlannerPolicy:
             "plan_ms_max": round(1000 * s.plan_max_seconds, 3),
             "instances_per_pass_mean": round(s.instances_planned / max(1, s.passes), 1),
             "drains_caught_recording": s.drains_caught_recording,
+            "failed_passes": s.failed_passes,
         }
         out.update({f"actions_{name}": n for name, n in sorted(s.actions.items())})
         return out
