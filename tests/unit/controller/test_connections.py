@@ -215,7 +215,7 @@ async def test_body_not_sent_in_time_is_408_and_closed(small: Running) -> None:
 @pytest.mark.parametrize(
     ("requested", "soft_limit", "cap"),
     [
-        pytest.param(1024, 256, 192, id="lowered-to-fit-256-fds"),
+        pytest.param(1024, 256, 176, id="lowered-to-fit-256-fds"),
         pytest.param(1024, 1_048_576, 1024, id="plenty-of-fds"),
         pytest.param(1024, resource.RLIM_INFINITY, 1024, id="unlimited"),
         pytest.param(1024, 10, 1, id="at-least-one"),
