@@ -1,12 +1,12 @@
 """The simulated VMs: for every instance the ASG launches, a fake Jibri and a real agent.
 
-`Fleet.sync()` reads the ASGs and makes the simulation follow them. A new instance "boots" for a
-drawn delay (moto puts instances InService at once; real ones take a minute or more), then its
-Jibri starts in this process and its agent as a child process, pointed at each other (the agent
-binds port 0 and writes where it listens to a ready file; the Jibri then pushes there). When the
-instance leaves the group (gone, or Terminating*), both stop, as they would with the VM; if its
-Jibri was still recording, that is a busy instance terminated, the one thing that must never
-happen.
+`SimulatedVMs.sync()` reads the ASGs and makes the simulation follow them. A new instance
+"boots" for a drawn delay (moto puts instances InService at once; real ones take a minute or
+more), then its Jibri starts in this process and its agent as a child process, pointed at each
+other (the agent binds port 0 and writes where it listens to a ready file; the Jibri then pushes
+there). When the instance leaves the group (gone, or Terminating*), both stop, as they would
+with the VM; if its Jibri was still recording, that is a busy instance terminated, the one thing
+that must never happen.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class Node:
         return SimInstance(self.instance_id, self.phase, self.jibri_state, self.recordings)
 
 
-class Fleet:
+class SimulatedVMs:
     def __init__(
         self,
         *,

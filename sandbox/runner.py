@@ -29,7 +29,7 @@ from controller.spec import DesiredState
 from sandbox.controlplane import ControlPlane
 from sandbox.demand import DayPattern, Recording
 from sandbox.emulator import Emulator, bootstrap, list_keys, running_emulator
-from sandbox.fleet import AgentSettings, BootDelay, Fleet
+from sandbox.fleet import AgentSettings, BootDelay, SimulatedVMs
 from sandbox.ledger import ActionEvent, Ledger, Summary, summarize
 from sandbox.traffic import Traffic
 from sandbox.view import Snapshot, render
@@ -173,7 +173,7 @@ async def _unless_stopped(run: _Run, work: Awaitable[None]) -> bool:
     return False
 
 
-def _snapshot(run: _Run, cp: ControlPlane, fleet: Fleet) -> Snapshot:
+def _snapshot(run: _Run, cp: ControlPlane, fleet: SimulatedVMs) -> Snapshot:
     ledger = run.ledger
     return Snapshot(
         elapsed=run.elapsed(),
@@ -259,7 +259,7 @@ async def _run(run: _Run, emulator: Emulator, show: Callable[[Snapshot], None]) 
     await asyncio.to_thread(bootstrap, emulator, options.state, options.bucket)
     rng = random.Random(options.seed)
     token = secrets.token_urlsafe(24)
-    fleet = Fleet(
+    fleet = SimulatedVMs(
         emulator=emulator,
         state=options.state,
         work_dir=options.work_dir,

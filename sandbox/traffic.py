@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Iterable
 
 from sandbox.demand import Recording
-from sandbox.fleet import Fleet, Node, pick, session_sequence
+from sandbox.fleet import Node, SimulatedVMs, pick, session_sequence
 from sandbox.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ class Traffic:
     def __init__(
         self,
         *,
-        fleet: Fleet,
+        fleet: SimulatedVMs,
         ledger: Ledger,
         rng: random.Random,
         elapsed: Callable[[], float],

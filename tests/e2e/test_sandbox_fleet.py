@@ -15,7 +15,7 @@ from aiohttp import web
 from controller.spec import DesiredState, parse_desired_state
 from sandbox import emulator as sandbox_aws
 from sandbox.fake_jibri import FakeJibri
-from sandbox.fleet import AgentCommand, BootDelay, Fleet, Node
+from sandbox.fleet import AgentCommand, BootDelay, Node, SimulatedVMs
 from sandbox.ledger import ActionEvent, Ledger, summarize
 from sandbox.traffic import Traffic
 from tests.support.aws import Emulator
@@ -53,13 +53,13 @@ class ReadyAgent:
 @asynccontextmanager
 async def running_fleet(
     emulator: Emulator, tmp_path: Path, agents: AgentCommand
-) -> AsyncIterator[tuple[Fleet, Ledger]]:
+) -> AsyncIterator[tuple[SimulatedVMs, Ledger]]:
     aws = sandbox_aws.Emulator(emulator.endpoint)
     state: DesiredState = parse_desired_state(POOL)
     await asyncio.to_thread(sandbox_aws.bootstrap, aws, state, "fleet-test-bucket")
     ledger = Ledger()
     problems: list[str] = []
-    fleet = Fleet(
+    fleet = SimulatedVMs(
         emulator=aws,
         state=state,
         work_dir=tmp_path,
@@ -82,7 +82,7 @@ async def running_fleet(
 
 
 @pytest.fixture
-async def fleet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[tuple[Fleet, Ledger]]:
+async def fleet(emulator: Emulator, tmp_path: Path) -> AsyncIterator[tuple[SimulatedVMs, Ledger]]:
     async with running_fleet(emulator, tmp_path, SleepingAgent()) as running:
         yield running
 
@@ -125,7 +125,7 @@ def _terminate(emulator: Emulator, instance_id: str) -> None:
 
 
 async def test_fleet_boots_an_instance_for_each_asg_instance(
-    fleet: tuple[Fleet, Ledger],
+    fleet: tuple[SimulatedVMs, Ledger],
 ) -> None:
     """Each instance of the group gets a running fake Jibri and an agent process."""
     nodes = fleet[0].live()
@@ -134,7 +134,7 @@ async def test_fleet_boots_an_instance_for_each_asg_instance(
 
 
 async def test_idle_instance_leaving_the_group_stops_quietly(
-    emulator: Emulator, fleet: tuple[Fleet, Ledger]
+    emulator: Emulator, fleet: tuple[SimulatedVMs, Ledger]
 ) -> None:
     """An idle instance that leaves the group stops its Jibri and agent; nothing unsafe."""
     sim, ledger = fleet
@@ -148,7 +148,7 @@ async def test_idle_instance_leaving_the_group_stops_quietly(
 
 
 async def test_busy_instance_leaving_the_group_is_reported(
-    emulator: Emulator, fleet: tuple[Fleet, Ledger]
+    emulator: Emulator, fleet: tuple[SimulatedVMs, Ledger]
 ) -> None:
     """An instance terminated while its Jibri records is a busy termination: the run fails."""
     sim, ledger = fleet
@@ -164,7 +164,7 @@ async def test_busy_instance_leaving_the_group_is_reported(
 
 
 async def test_controller_termination_of_a_busy_instance_is_caught_at_once(
-    fleet: tuple[Fleet, Ledger],
+    fleet: tuple[SimulatedVMs, Ledger],
 ) -> None:
     """A terminate action on a recording instance counts at once, and only once."""
     sim, ledger = fleet
@@ -180,7 +180,7 @@ async def test_controller_termination_of_a_busy_instance_is_caught_at_once(
 
 
 async def test_traffic_serves_on_idle_jibris_and_misses_when_none_is_idle(
-    fleet: tuple[Fleet, Ledger],
+    fleet: tuple[SimulatedVMs, Ledger],
 ) -> None:
     """Requests take idle Jibris, one more is missed, and ended recordings reach the spools."""
     sim, ledger = fleet
