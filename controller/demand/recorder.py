@@ -16,19 +16,23 @@ class DemandRecorder:
         self.history = history
         self._busy: dict[str, bool] = {}
 
-    def observe(self, wall_time: float, busy: Mapping[str, bool | None]) -> int:
+    def observe(
+        self, wall_time: float, busy: Mapping[str, bool | None], *, recording: int | None = None
+    ) -> int:
         """Record a pass at `wall_time`: `busy` maps each instance to True (recording), False
         (free: idle or starting) or None (state unknown: stale, unreported, draining). Returns
         the recordings started since the last pass.
 
         Only a known free → busy change counts, so an instance first met busy (after a
         controller restart) is not a new recording, and an unknown spell in between neither
-        adds one nor hides one that follows."""
+        adds one nor hides one that follows. `recording`, if the caller counted them, is how
+        many are True."""
         minute = int(wall_time // 60)
         started = ended = 0
         known: dict[str, bool] = {}
+        previous = self._busy
         for instance, now_busy in busy.items():
-            before = self._busy.get(instance)
+            before = previous.get(instance)
             if now_busy is None:
                 if before is not None:
                     known[instance] = before
@@ -43,7 +47,9 @@ class DemandRecorder:
             self.history.add_started(minute, started)
         if ended:
             self.history.add_ended(minute, ended)
-        self.history.note_busy(minute, float(sum(1 for b in busy.values() if b)))
+        if recording is None:
+            recording = sum(1 for b in busy.values() if b)
+        self.history.note_busy(minute, float(recording))
         return started
 
     def missed(self, wall_time: float, count: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Final
 
 DEFAULT_HORIZON: Final = 180.0
@@ -67,10 +67,17 @@ class BootTimes:
         self._durations.append(duration)
         return duration
 
-    def forget(self, live: set[str]) -> None:
-        """Drop instances that have left the group."""
-        self._starting = {i: t for i, t in self._starting.items() if i in live}
-        self._done &= live
+    def forget(self, live: Container[str], size: int) -> None:
+        """Drop instances that have left the group (`live`, `size` of them). Called every pass
+        with the whole fleet: the few booting are checked each time, the booted only once
+        they outnumber the fleet twice over (an instance id is never reused)."""
+        if self._starting:
+            self._starting = {i: t for i, t in self._starting.items() if i in live}
+        if len(self._done) > 2 * size + 64:
+            self._done = {i for i in self._done if i in live}
+
+    def is_starting(self, instance: str) -> bool:
+        return instance in self._starting
 
     @property
     def durations(self) -> tuple[float, ...]:

@@ -18,12 +18,10 @@ from controller.readiness.boot import BootTimes, boot_horizon
 from controller.readiness.forecast import ReadinessTarget, readiness_target
 from controller.spec import PoolSpec
 
-_BUSY: Final = {
-    InstanceState.BUSY: True,
-    InstanceState.IDLE: False,
-    InstanceState.STARTING: False,
-}
-"""Whether an instance is recording, for the states that say; the others say nothing."""
+_BUSY_STATE: Final = InstanceState.BUSY
+_IDLE_STATE: Final = InstanceState.IDLE
+_STARTING_STATE: Final = InstanceState.STARTING
+"""Busy is recording, idle and starting are free; the other states say nothing of it."""
 
 
 class PoolReadiness:
@@ -56,24 +54,34 @@ class PoolReadiness:
         Boot times use the controller's own clock (`now`, `Observed.first_seen`), counting
         only instances that appeared after the first pass: an instance already booting at a
         restart would otherwise pass for a quick boot."""
-        views = tuple(instances)
-        if self._before_us is None:
-            self._before_us = {v.instance_id for v in views}
+        # One scan of the fleet, on the event loop: 10,000 instances in a few ms.
+        first = self._before_us is None
+        before = self._before_us or set()
+        boots, first_seen = self.boots, observed.first_seen
         states: dict[str, bool | None] = {}
         busy = 0
-        for view in views:
-            state = _BUSY.get(view.state)
-            states[view.instance_id] = state
-            busy += state is True
-            if view.state is InstanceState.STARTING:
-                seen = observed.first_seen.get(view.instance_id)
-                if seen is not None and view.instance_id not in self._before_us:
-                    self.boots.starting(view.instance_id, seen)
-            elif view.state is InstanceState.IDLE:
-                self.boots.ready(view.instance_id, now)
-        self.boots.forget(set(states))
-        self._before_us &= set(states)
+        for view in instances:
+            instance, state = view[0], view[1]
+            if state is _BUSY_STATE:
+                states[instance] = True
+                busy += 1
+            elif state is _IDLE_STATE:
+                states[instance] = False
+                if boots.is_starting(instance):
+                    boots.ready(instance, now)
+            elif state is _STARTING_STATE:
+                states[instance] = False
+                seen = first_seen.get(instance)
+                if seen is not None and not first and instance not in before:
+                    boots.starting(instance, seen)
+            else:
+                states[instance] = None
+        boots.forget(states, len(states))
+        if first:
+            self._before_us = set(states)
+        elif len(before) > 2 * len(states) + 64:
+            self._before_us = {i for i in before if i in states}
         self.busy = busy
         if observed.wall_time is None:
             return 0
-        return self.recorder.observe(observed.wall_time, states)
+        return self.recorder.observe(observed.wall_time, states, recording=busy)

@@ -239,7 +239,7 @@ def test_boot_times_count_each_launch_once() -> None:
     assert boots.ready("i-1", 175.0) == 75.0
     assert boots.ready("i-1", 900.0) is None
     assert boots.ready("i-2", 900.0) is None
-    boots.forget({"i-2"})
+    boots.forget({"i-2"}, 1)
     assert boots.durations == (75.0,)
 
 
