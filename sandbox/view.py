@@ -140,10 +140,48 @@ def _pool_panel(pool: Mapping[str, Any], sims: Mapping[str, SimInstance]) -> Ren
             "-" if sim is None else (sim.jibri if sim.phase == "running" else sim.phase),
             "" if sim is None else str(sim.recordings),
         )
-    parts: list[RenderableType] = [line, by_state, table]
+    parts: list[RenderableType] = [line]
+    readiness = pool.get("readiness")
+    if readiness and readiness.get("target"):
+        parts.append(_readiness(readiness))
+    parts += [by_state, table]
     parts += [_condition(c) for c in pool.get("conditions", [])]
     title = f"pool {pool.get('name', '?')} (ASG {group.get('name', '?')})"
     return Panel(Group(*parts), title=title, title_align="left")
+
+
+def _readiness(readiness: Mapping[str, Any]) -> Text:
+    """The target in force and its parts (docs/readiness.md), the horizon and the miss rate."""
+    target: Mapping[str, Any] = readiness["target"]
+    override = readiness.get("override")
+    rule = (target.get("schedule") or {}).get("rule")
+    if override is not None:
+        floor_from = f" (override until {override.get('to', '?')})"
+    elif rule is not None:
+        floor_from = f" (schedule rule {rule})"
+    else:
+        floor_from = ""
+    hour = (readiness.get("missed") or {}).get("lastHour") or {}
+    asked = hour.get("started", 0) + hour.get("missed", 0)
+    rate = hour.get("rate")
+    return Text.assemble(
+        ("target in force ", "dim"),
+        (str(target.get("total", "-")), "bold"),
+        ("   floor ", "dim"),
+        f"{target.get('floor', '-')}{floor_from}",
+        ("   forecast ", "dim"),
+        str(target.get("forecast", "-")),
+        ("   reactive ", "dim"),
+        str(target.get("reactive", "-")),
+        ("   later ", "dim"),
+        str(target.get("later", "-")),
+        ("   horizon ", "dim"),
+        f"{readiness.get('bootHorizonSeconds', 0):g}s",
+        ("   history ", "dim"),
+        f"{(readiness.get('history') or {}).get('minutes', 0)} min",
+        ("   missed 1h ", "dim"),
+        f"{'-' if rate is None else f'{100 * rate:.1f}%'} ({hour.get('missed', 0):g}/{asked:g})",
+    )
 
 
 def _condition(condition: Mapping[str, Any]) -> Text:

@@ -124,3 +124,30 @@ def test_view_waits_for_the_controller_without_status() -> None:
 def test_view_without_duration_says_how_to_stop() -> None:
     """An open-ended run tells the user how to stop it."""
     assert "Ctrl-C to stop" in _text(_snapshot(duration=None))
+
+
+def test_view_shows_the_target_in_force_and_its_parts() -> None:
+    """With a readiness block in /status, the pool shows the target in force, its parts, the
+    boot horizon and the last hour's miss rate."""
+    pool = {
+        **STATUS["pools"][0],
+        "readiness": {
+            "target": {
+                "total": 12,
+                "floor": 2,
+                "schedule": {"rule": None, "override": None},
+                "forecast": 9,
+                "reactive": 3,
+                "later": 14,
+            },
+            "override": None,
+            "bootHorizonSeconds": 150.0,
+            "history": {"minutes": 840},
+            "missed": {"lastHour": {"started": 38, "missed": 2, "rate": 0.05}},
+        },
+    }
+    text = _text(_snapshot(status={**STATUS, "pools": [pool]}))
+    assert (
+        "target in force 12   floor 2   forecast 9   reactive 3   later 14   horizon 150s"
+        "   history 840 min   missed 1h 5.0% (2/40)"
+    ) in text
