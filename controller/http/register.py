@@ -163,10 +163,12 @@ async def post_register(request: web.Request) -> web.Response:
         credential = ctx.registrar.register(registration, wall=ctx.wall_clock(), now=ctx.clock())
     except Refused as refused:
         counter.labels(refused.outcome).inc()
+        # A new instance is refused until its group is re-read: expected, not a warning.
+        quiet = refused.outcome == "not-managed"
         event(
             log,
             "registration refused",
-            level=logging.WARNING,
+            level=logging.INFO if quiet else logging.WARNING,
             instance=instance,
             outcome=refused.outcome,
             reason=refused.reason,
