@@ -8,6 +8,7 @@ so it needs no real-time sleep.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import threading
@@ -360,6 +361,26 @@ async def test_planner_runs_in_a_thread_on_a_snapshot() -> None:
     release.set()
     await asyncio.wait_for(passing, timeout=10)
     assert seen == [(True, [], [])]
+
+
+async def test_each_pass_publishes_a_frozen_snapshot() -> None:
+    """/status reads the snapshot a pass leaves: frozen, and what the runner records after the
+    pass shows only once the next pass has replaced it."""
+    fake = FakeAutoScaling()
+    (instance,) = fake.add_group("g", min_size=0, max_size=10, desired=1)
+    clock = ManualClock()
+    controller = make_controller(desired(pool_yaml("p", "g")), fake, clock)
+    runner = PoolRunner(controller.state.pools[0], controller, started_at=clock.now())
+    controller.metrics.set_pool(runner.pool)
+    await runner.step()
+    first = runner.snapshot
+    assert first.plan is not None and first.last_success_at == clock.now()
+    runner.actuation.drain_requested_now(instance, clock.now())
+    assert runner.snapshot is first and first.drain_requested == frozenset()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.failures = 3  # type: ignore[misc]
+    await runner.step()
+    assert runner.snapshot.drain_requested == {instance}
 
 
 async def test_requeue_after_is_honoured_when_sooner_than_resync() -> None:

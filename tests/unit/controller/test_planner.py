@@ -408,8 +408,12 @@ def test_restart_keeps_protected_silent_instances() -> None:
 
 
 def _waiting(
-    fleet: ObservationBuilder, rep, *, started: float = NOW - 60, beat: float = NOW - 60
-) -> str:  # type: ignore[no-untyped-def]
+    fleet: ObservationBuilder,
+    rep: ReportView | None,
+    *,
+    started: float = NOW - 60,
+    beat: float = NOW - 60,
+) -> str:
     instance_id = fleet.add(9, rep, lifecycle="Terminating:Wait")
     fleet.lifecycle_waits[instance_id] = LifecycleWait(
         instance_id,

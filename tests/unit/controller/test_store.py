@@ -172,3 +172,27 @@ def test_jibri_seen_sticks_once_jibri_answered() -> None:
     down = first.model_copy(update={"seq": 3})
     store.accept(down, 3.0, managed=True)
     assert store.get(first.instanceId).jibri_seen is True  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param(report(1), id="idle"),
+        pytest.param(report(1, "BUSY", uploads=2), id="busy-uploading"),
+        pytest.param(report(1, health="UNHEALTHY"), id="unhealthy"),
+        pytest.param(report(1, "UNKNOWN", "UNKNOWN"), id="jibri-not-seen"),
+        pytest.param(report(1, draining=True, drained=True), id="drained"),
+    ],
+)
+def test_a_heartbeat_only_freshens_the_held_report(first: Report) -> None:
+    """A report repeating the held state (a heartbeat) moves only received_at and seq: the
+    streaks and what the planner derives stay, and it changes nothing to plan on."""
+    store = ReportStore()
+    store.accept(first, 10.0, managed=True)
+    before = store.get(IID)
+    accepted = store.accept(first.model_copy(update={"seq": 2}), 15.0, managed=True)
+    after = store.get(IID)
+    assert accepted.outcome is Outcome.ACCEPTED and not accepted.changed
+    assert before is not None and after == before._replace(received_at=15.0)
+    stale = store.accept(first.model_copy(update={"seq": 2}), 20.0, managed=True)
+    assert stale.outcome is Outcome.OUT_OF_ORDER and store.get(IID) == after
