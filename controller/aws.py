@@ -35,6 +35,7 @@ from botocore.parsers import ResponseParserError
 from controller.model import PROTECTION_BATCH as PROTECTION_BATCH
 from controller.model import AsgInstance, AsgView
 from controller.prometheus import Metrics
+from controller.warm_pool_api import WARM_POOL_OPERATIONS, AioWarmPools
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient
@@ -51,6 +52,7 @@ AUTOSCALING_OPERATIONS: Final = (
     "DescribeLifecycleHooks",
     "RecordLifecycleActionHeartbeat",
     "CompleteLifecycleAction",
+    *WARM_POOL_OPERATIONS,
 )
 
 _THROTTLED = frozenset(
@@ -177,8 +179,8 @@ class AutoScaling(Protocol):
     ) -> None: ...
 
 
-class AioAutoScaling:
-    """`AutoScaling` over an aiobotocore client."""
+class AioAutoScaling(AioWarmPools):
+    """`AutoScaling` (and `WarmPoolApi`, controller.warm_pool_api) over an aiobotocore client."""
 
     SERVICE: Final = "autoscaling"
 

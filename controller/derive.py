@@ -32,9 +32,16 @@ from controller.spec import PoolSpec
 _GONE_PREFIXES = ("Terminating", "Terminated")
 # The plan leaves these as they are: unknowns are only observed, and the rest are leaving.
 _PROTECTION_UNTOUCHED = frozenset(
-    {InstanceState.UNKNOWN, InstanceState.TERMINATING, InstanceState.STANDBY, InstanceState.DRAINED}
+    {
+        InstanceState.UNKNOWN,
+        InstanceState.TERMINATING,
+        InstanceState.STANDBY,
+        InstanceState.DRAINED,
+        InstanceState.WARMED,
+    }
 )
-_STANDBY_PREFIXES = ("Standby", "EnteredStandby", "Detaching", "Detached", "Warmed")
+_STANDBY_PREFIXES = ("Standby", "EnteredStandby", "Detaching", "Detached")
+_WARMED_PREFIX = "Warmed"
 _BY_ID = attrgetter("instance_id")
 STALE_MARGIN = 0.1
 """A report turns stale once strictly older than staleAfter: look again this much later."""
@@ -193,6 +200,9 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
             state, due, detail, changes_at = InstanceState.TERMINATING, False, lifecycle, math.inf
         elif lifecycle.startswith(_STANDBY_PREFIXES):
             state, due, detail, changes_at = InstanceState.STANDBY, False, lifecycle, math.inf
+        elif lifecycle.startswith(_WARMED_PREFIX):
+            # In the warm pool (docs/warm-pools.md): not in service, not counted as free.
+            state, due, detail, changes_at = InstanceState.WARMED, False, lifecycle, math.inf
         elif report is None:
             state, due, detail, changes_at = _silent_state(limits, instance)
         else:

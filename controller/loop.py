@@ -32,7 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from common.aiokits.tasks import guarded_task
 from common.logs import event
@@ -71,6 +71,13 @@ class StatusSource(Protocol):
         ...
 
     def pool_status(self, name: str) -> dict[str, Any] | None: ...
+
+
+@runtime_checkable
+class PlanInput(Protocol):
+    """An extra step that adds to what the planner sees (the warm-pool step: Observed.warm)."""
+
+    def before_plan(self, spec: PoolSpec, observed: Observed, name: str) -> Observed: ...
 
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -250,6 +257,9 @@ class PoolRunner:
             wall_time=c.wall_clock(),
         )
         observed = self.demand.before_plan(spec, observed)
+        for extra in c.extra_steps:
+            if isinstance(extra, PlanInput):
+                observed = extra.before_plan(spec, observed, self.name)
         # `observed` is a snapshot the server no longer touches: safe to plan on in a thread.
         plan, counts = await asyncio.to_thread(_decide, c.planner, spec, observed, now)
         self._observed, self._plan = observed, plan

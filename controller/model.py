@@ -16,6 +16,7 @@ from common.wire import BusyStatus, HealthStatus
 
 if TYPE_CHECKING:
     from controller.readiness.forecast import ReadinessTarget
+    from controller.warm_pool import WarmCapacity
 
 PROTECTION_BATCH: Final = 50
 """AWS accepts at most 50 instance ids per SetInstanceProtection call; the planner batches
@@ -37,6 +38,8 @@ class InstanceState(StrEnum):
     FAILED_BOOT = "failed-boot"
     TERMINATING = "terminating"
     STANDBY = "standby"
+    WARMED = "warmed"
+    """In the group's warm pool (Warmed:*): not in service, drawn on first by a scale-out."""
 
 
 PROTECTED_STATES = frozenset({InstanceState.BUSY, InstanceState.DRAINING, InstanceState.STALE})
@@ -135,6 +138,9 @@ class Observed:
     readiness: ReadinessTarget | None = None
     """The free recorders to hold now, learned from demand (docs/readiness.md), computed by
     the loop before the plan; None keeps targetFree or the schedule's, as without history."""
+    warm: WarmCapacity | None = None
+    """The warmed instances the group can draw on and their start time (docs/warm-pools.md),
+    from the warm-pool step; None without spec.warmPool."""
 
 
 class InstanceView(NamedTuple):

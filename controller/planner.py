@@ -46,6 +46,7 @@ from controller.model import (
     Terminate,
 )
 from controller.spec import PoolSpec
+from controller.warm_pool import warm_credit
 
 if TYPE_CHECKING:
     from controller.readiness.forecast import ReadinessTarget
@@ -54,7 +55,7 @@ MIN_REQUEUE = 0.1
 HEARTBEAT_FRACTION = 0.5
 """Send a lifecycle heartbeat once this fraction of the hook's heartbeat timeout has passed."""
 
-_GONE = frozenset({InstanceState.TERMINATING, InstanceState.STANDBY})
+_GONE = frozenset({InstanceState.TERMINATING, InstanceState.STANDBY, InstanceState.WARMED})
 _REPLACE_REASON = {
     InstanceState.UNHEALTHY: Reason.UNHEALTHY,
     InstanceState.EXPIRED: Reason.EXPIRED,
@@ -80,6 +81,8 @@ class _Context:
     force (the spec's, a schedule rule's or a dated override's)."""
     schedule_rule: int | None
     readiness: ReadinessTarget | None
+    warm_credit: int = 0
+    """Spares of the readiness target left to the warm pool (already out of target_free)."""
 
     @property
     def learned(self) -> int:
@@ -100,6 +103,11 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
         target_free, rule = spec.target_free_at(observed.wall_time)
     else:
         target_free, rule = readiness.total, readiness.schedule_rule
+    # Warm pool (docs/warm-pools.md): warmed instances stand in for the forecast's spares
+    # needed only after a warm start; losing a running spare raises capacity, which the
+    # group serves from the warm pool first.
+    credit = warm_credit(readiness, observed.warm)
+    target_free -= credit
     ctx = _Context(
         spec,
         observed,
@@ -109,6 +117,7 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
         target_free,
         schedule_rule=rule,
         readiness=readiness,
+        warm_credit=credit,
     )
 
     actions: list[Action] = []
@@ -229,7 +238,7 @@ def _scale_in(ctx: _Context, terminations: list[Terminate]) -> list[DrainInstanc
     if last is not None and ctx.now - last < spec.scaleIn.delayAfterScaleOut:
         return []
     readiness = ctx.readiness
-    keep = ctx.target_free if readiness is None else readiness.keep
+    keep = ctx.target_free if readiness is None else readiness.keep - ctx.warm_credit
     excess = _free_count(ctx, terminations) - keep
     base = observed.asg.desired - sum(1 for t in terminations if t.decrement)
     draining = len(ctx.of(InstanceState.DRAINING))

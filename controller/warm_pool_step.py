@@ -1,0 +1,242 @@
+"""The warm-pool step (docs/warm-pools.md): keep the group's warm pool as spec.warmPool says,
+measure warm starts, and hand the planner the warmed instances it may count on.
+
+`WarmPoolSync` is an extra step of the loop, shaped like the CloudWatch step: each pass hands
+it the pool and returns at once; a per-pool worker reads DescribeWarmPool at most once per
+`min_interval` and writes PutWarmPool or DeleteWarmPool when the warm pool is missing, drifted
+or no longer wanted. A slow or failing AWS never delays scaling; failures are logged, counted
+and shown in /status, and retried on the next round. Before each plan, `before_plan` puts the
+last read count of warmed instances and their measured start time into `Observed.warm`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from common.aiokits.tasks import guarded_task
+from common.logs import event
+from controller.aws import AwsError
+from controller.model import InstanceState, Observed, Plan
+from controller.prometheus import Metrics
+from controller.spec import JibriPool, PoolSpec
+from controller.warm_pool import (
+    OWNER_TAG,
+    Change,
+    Decision,
+    WarmCapacity,
+    WarmStarts,
+    decide,
+    desired_config,
+    warm_count,
+)
+from controller.warm_pool_api import WarmPoolApi, WarmPoolView
+
+log = logging.getLogger("controller.warm_pool")
+
+WarmPoolApis = Callable[[str | None], Awaitable[WarmPoolApi]]
+MIN_INTERVAL: Final = 5.0
+"""Seconds between two reads of a pool's warm pool (a page of 50 instances per call)."""
+
+
+@dataclass
+class _Pool:
+    pool: JibriPool
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    view: WarmPoolView | None = None
+    read_at: float | None = None
+    decision: Decision | None = None
+    changed_at: float | None = None
+    starts: WarmStarts = field(default_factory=WarmStarts)
+    error: str | None = None
+
+
+class WarmPoolSync:
+    """The per-pool warm-pool step, a `StatusSource` for the `warmPool` block of /status, and
+    the source of `Observed.warm`."""
+
+    status_key: Final = "warmPool"
+
+    def __init__(
+        self,
+        *,
+        apis: WarmPoolApis,
+        metrics: Metrics,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        min_interval: float = MIN_INTERVAL,
+    ) -> None:
+        self._apis = apis
+        self._dry_run = dry_run
+        self._clock = clock
+        self._min_interval = min_interval
+        self._base = metrics
+        self._pools: dict[str, _Pool] = {}
+        self._closing = False
+
+    def before_plan(self, spec: PoolSpec, observed: Observed, name: str) -> Observed:
+        """`observed` with the warmed instances the pool's group can draw on, if it has a
+        warmPool and the warm pool was read."""
+        state = self._pools.get(name)
+        if spec.warmPool is None or state is None or state.view is None:
+            return observed
+        in_group = frozenset(i.instance_id for i in observed.asg.instances)
+        warm = WarmCapacity(
+            count=warm_count(state.view.instances, in_group),
+            start_seconds=state.starts.start_seconds(),
+            measured=len(state.starts.durations),
+        )
+        return replace(observed, warm=warm)
+
+    async def __call__(self, pool: JibriPool, observed: Observed, plan: Plan) -> None:
+        """Measure warm starts from this pass and wake the pool's worker; never waits on AWS."""
+        state = self._pools.get(pool.name)
+        if state is None:
+            state = self._pools[pool.name] = _Pool(pool)
+        state.pool = pool
+        self._measure(state, observed, plan)
+        if (state.task is None or state.task.done()) and not self._closing:
+            state.task = guarded_task(
+                self._work(state), name=f"warm-pool:{pool.name}", may_end=lambda: self._closing
+            )
+        state.wake.set()
+
+    def _measure(self, state: _Pool, observed: Observed, plan: Plan) -> None:
+        pending = state.starts.pending()
+        if not pending:
+            return
+        now = self._clock()
+        for view in plan.instances:
+            if view.instance_id in pending and view.state is InstanceState.IDLE:
+                seen = observed.first_seen.get(view.instance_id)
+                if seen is not None:
+                    state.starts.ready(view.instance_id, now - seen)
+        known = {i.instance_id for i in observed.asg.instances}
+        if state.view is not None:
+            known |= {i.instance_id for i in state.view.instances}
+        state.starts.forget(known)
+
+    async def _work(self, state: _Pool) -> None:
+        while True:
+            await state.wake.wait()
+            state.wake.clear()
+            started = self._clock()
+            await self.run_once(state.pool)
+            await asyncio.sleep(max(0.0, started + self._min_interval - self._clock()))
+
+    async def run_once(self, pool: JibriPool) -> None:
+        """One round for `pool`, here and now rather than on the worker."""
+        state = self._pools.setdefault(pool.name, _Pool(pool))
+        try:
+            await self._round(state, pool)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            kind = exc.kind if isinstance(exc, AwsError) else "internal"
+            state.error = str(exc) or repr(exc)
+            self._base.reconcile_errors_total.labels(pool.name, kind).inc()
+            event(
+                log,
+                "warm pool step failed",
+                level=logging.WARNING,
+                pool=pool.name,
+                kind=kind,
+                error=state.error,
+                exc_info=exc if kind == "internal" else False,
+            )
+        else:
+            state.error = None
+
+    async def _round(self, state: _Pool, pool: JibriPool) -> None:
+        spec, group = pool.spec.warmPool, pool.spec.autoScalingGroupName
+        api = await self._apis(pool.spec.region)
+        view = await api.describe_warm_pool(group)
+        state.view, state.read_at = view, self._clock()
+        state.starts.warmed([i.instance_id for i in view.instances])
+        owned = False
+        if spec is None and view.config is not None and not view.pending_delete:
+            owned = await api.group_tag(group, OWNER_TAG) == pool.name
+        decision = decide(spec, view, owned)
+        state.decision = decision
+        if decision.change in (Change.NONE, Change.WAIT, Change.LEAVE):
+            return
+        event(
+            log,
+            f"warm pool {decision.change.value}",
+            pool=pool.name,
+            group=group,
+            drift=list(decision.drift),
+            dry_run=self._dry_run,
+        )
+        if self._dry_run:
+            return
+        if decision.change is Change.DELETE:
+            await api.delete_warm_pool(group)
+            await api.delete_group_tag(group, OWNER_TAG)
+        else:
+            assert spec is not None
+            # Tag first: a warm pool this controller wrote is always one it may delete later.
+            await api.set_group_tag(group, OWNER_TAG, pool.name)
+            await api.put_warm_pool(group, desired_config(spec))
+        state.changed_at = self._clock()
+
+    def pool_status(self, name: str) -> dict[str, Any] | None:
+        """The /status block: configured and actual warm pool, drift, instances, warm starts."""
+        state = self._pools.get(name)
+        if state is None:
+            return None
+        spec, view = state.pool.spec.warmPool, state.view
+        counts: dict[str, int] = {}
+        for instance in () if view is None else view.instances:
+            counts[instance.lifecycle_state] = counts.get(instance.lifecycle_state, 0) + 1
+        now = self._clock()
+        return {
+            "desired": None if spec is None else spec.model_dump(mode="json"),
+            "actual": None if view is None or view.config is None else _config(view),
+            "pendingDelete": view is not None and view.pending_delete,
+            "change": None if state.decision is None else state.decision.change.value,
+            "drift": [] if state.decision is None else list(state.decision.drift),
+            "instances": dict(sorted(counts.items())),
+            "warmStartSeconds": state.starts.start_seconds(),
+            "warmStartsMeasured": len(state.starts.durations),
+            "lastReadAgeSeconds": None if state.read_at is None else round(now - state.read_at, 3),
+            "lastChangeAgeSeconds": None
+            if state.changed_at is None
+            else round(now - state.changed_at, 3),
+            "error": state.error,
+        }
+
+    async def retain(self, pools: Collection[str]) -> None:
+        """Stop the workers of pools that left the desired state."""
+        for name in [n for n in self._pools if n not in pools]:
+            await _cancel(self._pools.pop(name).task)
+
+    async def close(self) -> None:
+        self._closing = True
+        for state in self._pools.values():
+            await _cancel(state.task)
+
+
+def _config(view: WarmPoolView) -> dict[str, Any]:
+    config = view.config
+    assert config is not None
+    return {
+        "minSize": config.min_size,
+        "maxPreparedCapacity": config.max_prepared_capacity,
+        "state": config.state,
+        "reuseOnScaleIn": config.reuse_on_scale_in,
+    }
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
