@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from tests.support.fake_imds import SigningAuthority, identity_document, shared_
 
 INSTANCE = "i-0123456789abcdef0"
 OTHER = "i-0fffffffffffffff0"
-WALL = datetime(2026, 12, 3, 8, 0, tzinfo=UTC).timestamp()
+WALL_TIME = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
+WALL = WALL_TIME.timestamp()
 
 
 @dataclass
@@ -97,7 +98,8 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
 def _body(
     instance: str = INSTANCE, boot: str = "boot-1", authority: SigningAuthority | None = None
 ) -> dict[str, str]:
-    document = identity_document(instance)
+    # Launched a few minutes before the controller's (fixed) clock reads WALL.
+    document = identity_document(instance, pending=WALL_TIME - timedelta(minutes=3))
     return {
         "instanceId": instance,
         "bootId": boot,
