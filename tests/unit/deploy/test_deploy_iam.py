@@ -41,7 +41,7 @@ S3_ACTIONS = {
 }
 # Auto Scaling and CloudWatch operations without resource-level permissions.
 UNSCOPED = {"DescribeAutoScalingGroups", "DescribeAutoScalingInstances", "DescribeLifecycleHooks"}
-UNSCOPED |= {"DescribePolicies", "DescribeAlarms", "PutMetricData"}
+UNSCOPED |= {"DescribePolicies", "DescribeAlarms", "PutMetricData", "GetMetricData"}
 
 
 def stack(**parameters: str) -> Resolver:
