@@ -1,7 +1,9 @@
 """In-memory fakes behind the controller's narrow Protocols, for unit tests.
 
 `FakeAutoScaling` keeps AWS's own rules that moto does not enforce (desired capacity within
-[min, max], at most 50 ids per protection call), so a test fails where AWS would.
+[min, max], at most 50 ids per protection call), so a test fails where AWS would. It also has
+what moto lacks: a warm pool with warmed instances (Warmed:Pending until `warm_up`, then
+Warmed:Stopped/Running/Hibernated), drawn on first when desired capacity rises.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 from controller.aws import PROTECTION_BATCH, AwsError, TerminationHook
 from controller.model import AsgInstance, AsgView
+from controller.warm_pool_api import WarmInstance, WarmPoolConfig, WarmPoolView
 
 _ids = itertools.count(0x1000)
 
@@ -29,18 +32,56 @@ class FakeGroup:
     desired: int
     instances: dict[str, AsgInstance] = field(default_factory=dict)
     hooks: tuple[TerminationHook, ...] = ()
+    warm_pool: WarmPoolConfig | None = None
+    warm: dict[str, WarmInstance] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    from_warm: list[str] = field(default_factory=list)
+    """Instances that came into service from the warm pool, in order."""
 
     def launch(self, count: int) -> list[str]:
-        ids = [new_instance_id() for _ in range(count)]
+        ids: list[str] = []
+        # Like AWS, a scale-out draws on warmed instances first (not those still terminating).
+        for warmed in [w for w in self.warm.values() if w.lifecycle_state != "Warmed:Terminating"]:
+            if len(ids) == count:
+                break
+            del self.warm[warmed.instance_id]
+            self.from_warm.append(warmed.instance_id)
+            ids.append(warmed.instance_id)
+        ids += [new_instance_id() for _ in range(count - len(ids))]
         for instance_id in ids:
             self.instances[instance_id] = AsgInstance(instance_id, "InService")
         return ids
+
+    def warm_size(self) -> int:
+        """How many instances AWS keeps warmed: up to maxPreparedCapacity (or MaxSize) less
+        desired, at least minSize."""
+        config = self.warm_pool
+        if config is None:
+            return 0
+        cap = (
+            self.max_size if config.max_prepared_capacity is None else config.max_prepared_capacity
+        )
+        return max(config.min_size, cap - self.desired)
+
+    def fill_warm(self) -> None:
+        """Launch instances into the warm pool (Warmed:Pending) up to its size."""
+        while len(self.warm) < self.warm_size():
+            instance_id = new_instance_id()
+            self.warm[instance_id] = WarmInstance(instance_id, "Warmed:Pending")
+
+    def warm_up(self) -> None:
+        """Finish the warm pool's launches: each pending instance reaches the pool's state."""
+        state = "Stopped" if self.warm_pool is None else self.warm_pool.state
+        for instance_id, instance in self.warm.items():
+            if instance.lifecycle_state == "Warmed:Pending":
+                self.warm[instance_id] = WarmInstance(instance_id, f"Warmed:{state}")
 
     def settle(self) -> None:
         """Launch or remove (unprotected, newest first) instances to match desired."""
         live = [i for i in self.instances.values() if i.lifecycle_state == "InService"]
         if len(live) < self.desired:
             self.launch(self.desired - len(live))
+        self.fill_warm()
         for instance in reversed([i for i in live if not i.protected]):
             if len(self.instances) <= self.desired:
                 break
@@ -132,6 +173,37 @@ class FakeAutoScaling:
             g.desired -= 1
         del g.instances[instance_id]
         g.settle()
+
+    async def put_warm_pool(self, name: str, config: WarmPoolConfig) -> None:
+        self._enter("PutWarmPool", name, config)
+        g = self._group("PutWarmPool", name)
+        g.warm_pool = config
+        g.fill_warm()
+
+    async def describe_warm_pool(self, name: str) -> WarmPoolView:
+        self._enter("DescribeWarmPool", name)
+        g = self._group("DescribeWarmPool", name)
+        return WarmPoolView(g.warm_pool, tuple(g.warm.values()))
+
+    async def delete_warm_pool(self, name: str) -> None:
+        self._enter("DeleteWarmPool", name)
+        g = self._group("DeleteWarmPool", name)
+        if g.warm_pool is None:
+            raise AwsError("DeleteWarmPool", "validation", "the group has no warm pool")
+        g.warm_pool = None
+        g.warm.clear()
+
+    async def group_tag(self, name: str, key: str) -> str | None:
+        self._enter("DescribeTags", name, key)
+        return self._group("DescribeTags", name).tags.get(key)
+
+    async def set_group_tag(self, name: str, key: str, value: str) -> None:
+        self._enter("CreateOrUpdateTags", name, key, value)
+        self._group("CreateOrUpdateTags", name).tags[key] = value
+
+    async def delete_group_tag(self, name: str, key: str) -> None:
+        self._enter("DeleteTags", name, key)
+        self._group("DeleteTags", name).tags.pop(key, None)
 
     async def termination_hooks(self, name: str) -> tuple[TerminationHook, ...]:
         self._enter("DescribeLifecycleHooks", name)
