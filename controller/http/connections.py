@@ -115,7 +115,8 @@ class ConnectionGuard:
 
     def held(self) -> int:
         """Descriptors held by connections, counting evicted and refused ones not yet closed."""
-        self._forget_closed()
+        if len(self._open) + len(self._closing) >= self.limit:
+            self._forget_closed()
         return len(self._open) + len(self._closing)
 
     def __call__(self) -> asyncio.BaseProtocol:
@@ -267,12 +268,22 @@ class GuardedSite(web.BaseSite):
                 if exc.errno not in _OUT_OF_RESOURCES:
                     raise
                 break
-            connection.setblocking(False)
-            task = loop.create_task(loop.connect_accepted_socket(self._guard, connection))
-            self._tasks.add(task)
-            task.add_done_callback(self._connected)
+            self._connect(connection)
         self._pause()
         loop.call_later(ACCEPT_RETRY_SECONDS, self._resume)
+
+    def _connect(self, connection: socket.socket) -> None:
+        connection.setblocking(False)
+        # Made now, not when asyncio gets to it, so the guard counts it before the next accept.
+        protocol = self._guard()
+
+        def made() -> asyncio.BaseProtocol:
+            return protocol
+
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(loop.connect_accepted_socket(made, connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._connected)
 
     def _connected(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
