@@ -22,6 +22,10 @@ CloudWatch metrics. A step's failure is logged, counted in reconcile_errors_tota
 /status, but does not fail the pass: scaling must not wait on side work. A step with something
 to show in /status is also given as a `StatusSource`.
 
+Readiness (docs/readiness.md): each runner keeps the pool's demand (`PoolDemand`), which puts
+the readiness target into the observation before the plan and records the plan's instance
+states as demand after it; its CloudWatch and jicofo tasks end with the runner.
+
 The all-pools `Controller` (hot reload, report intake) is in controller/pools.py.
 """
 
