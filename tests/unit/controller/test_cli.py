@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import UsageError, main, parse_listen, read_token
+from controller.cli import UsageError, build_parser, main, parse_listen, read_token
 from controller.http.status import render, table
 
 
@@ -101,6 +101,43 @@ def test_bad_arguments_exit_2_with_usage(capsys: pytest.CaptureFixture[str]) -> 
         main(["run", "--config", "x.yaml", "--listen", "nope"], {})
     assert caught.value.code == 2
     assert "HOST:PORT" in capsys.readouterr().err
+
+
+def test_run_flags_default_to_json_logs_and_bounded_http() -> None:
+    """`run` logs JSON and bounds HTTP connections unless told otherwise."""
+    args = build_parser().parse_args(["run", "--config", "x.yaml"])
+    assert args.log_format == "json"
+    assert (args.max_connections, args.idle_timeout, args.body_timeout, args.shutdown_grace) == (
+        1024,
+        30.0,
+        10.0,
+        3.0,
+    )
+    args = build_parser().parse_args(
+        ["run", "--config", "x.yaml", "--log-format", "text", "--shutdown-grace", "0.5"]
+    )
+    assert args.log_format == "text" and args.shutdown_grace == 0.5
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        pytest.param("--idle-timeout", "0", id="zero-seconds"),
+        pytest.param("--body-timeout", "-1", id="negative-seconds"),
+        pytest.param("--shutdown-grace", "soon", id="not-a-number"),
+        pytest.param("--shutdown-grace", "inf", id="infinite"),
+        pytest.param("--max-connections", "0", id="no-connections"),
+        pytest.param("--log-format", "xml", id="unknown-log-format"),
+    ],
+)
+def test_bad_run_flag_exits_2_naming_it(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad value for a connection or log flag is refused with a usage message naming it."""
+    with pytest.raises(SystemExit) as caught:
+        main(["run", "--config", "x.yaml", flag, value], {})
+    assert caught.value.code == 2
+    assert flag in capsys.readouterr().err
 
 
 def test_table_aligns_columns() -> None:
