@@ -264,3 +264,34 @@ async def test_a_hanging_cloudwatch_never_holds_a_pass_up() -> None:
         assert runner.snapshot.last_error is None
     finally:
         await controller.stop()
+
+
+def _running(name: str) -> bool:
+    return any(t.get_name() == name and not t.done() for t in asyncio.all_tasks())
+
+
+async def test_reloads_start_and_stop_the_jicofo_reader() -> None:
+    """A reload that adds spec.demand.jicofo starts its reader, one that drops it stops it, the
+    pool's history stays, and stopping the controller ends every demand task."""
+    async with running_jicofo() as jicofo:
+        fake = FakeAutoScaling()
+        fake.add_group("g", min_size=0, max_size=40, desired=0)
+        clock = ManualClock()
+        controller = make_controller(desired(pool_yaml()), fake, clock)
+        controller.start()
+        try:
+            runner = controller.pools["p"]
+            history = runner.demand.readiness.history
+            assert not _running("jicofo:p")
+            spec = f"  demand: {{jicofo: {{urls: ['{jicofo.url}/metrics']}}}}\n"
+            await controller.apply(desired(pool_yaml(spec)))
+            await eventually(lambda: jicofo.requests >= 1 and _running("jicofo:p"))
+            await controller.apply(desired(pool_yaml()))
+            await eventually(lambda: not _running("jicofo:p"))
+            assert controller.pools["p"] is runner
+            assert runner.demand.readiness.history is history
+            await controller.apply(desired(pool_yaml(spec)))
+            await eventually(lambda: _running("jicofo:p"))
+        finally:
+            await controller.stop()
+        assert not _running("jicofo:p")
