@@ -1,4 +1,4 @@
-"""`python -m controller run | validate | status` (DESIGN §8)."""
+"""`python -m controller run | validate | status` (docs/design.md §8)."""
 
 from __future__ import annotations
 

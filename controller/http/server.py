@@ -1,4 +1,5 @@
-"""The controller's HTTP side: agent reports in (DESIGN §7), metrics, health and status out."""
+"""The controller's HTTP side: agent reports in (docs/design.md §7), metrics, health and
+status out."""
 
 from __future__ import annotations
 

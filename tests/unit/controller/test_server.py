@@ -1,4 +1,4 @@
-"""The HTTP side: POST /v1/reports (DESIGN §7), /metrics, /healthz and /status."""
+"""The HTTP side: POST /v1/reports (docs/design.md §7), /metrics, /healthz and /status."""
 
 from __future__ import annotations
 
@@ -344,7 +344,8 @@ async def test_out_of_order_report_is_ignored_but_answered(h: Harness) -> None:
 
 
 async def test_metrics_expose_every_series_from_the_start(h: Harness) -> None:
-    """/metrics serves every §9 metric, with zero-valued label sets initialised."""
+    """/metrics serves every metric of docs/design.md §9, with zero-valued label sets
+    initialised."""
     response = await h.client.get("/metrics")
     text = await response.text()
     assert response.status == 200 and response.content_type == "text/plain"
