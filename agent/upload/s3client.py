@@ -226,7 +226,6 @@ class AioS3:
         metadata: Mapping[str, str],
         checksum_type: ChecksumType,
     ) -> str:
-        checksum_type.check(self._algorithm)
         try:
             answer = await self._client.create_multipart_upload(
                 Bucket=self._bucket,
