@@ -41,8 +41,9 @@ FD_RESERVE: Final = 64
 """File descriptors kept free of HTTP connections: AWS connection pools, the config file, logs."""
 
 LINGER_SECONDS: Final = 1.0
-"""How long the unread rest of a refused request's body is drained before the connection
-closes (aiohttp's default is 10 s), so its client reads the answer but cannot hold on."""
+"""How long the unread rest of a body is drained after an early answer (401, 408, 413, 415)
+before the connection closes (aiohttp's default is 10 s), so the client reads the answer but
+cannot hold the connection."""
 
 ACCEPT_HEADROOM: Final = 16
 """Descriptors beyond the cap for connections being evicted or refused."""
@@ -280,15 +281,18 @@ class GuardedSite(web.BaseSite):
         def made() -> asyncio.BaseProtocol:
             return protocol
 
+        def connected(task: asyncio.Task[object]) -> None:
+            self._tasks.discard(task)
+            if task.cancelled() or task.exception() is not None:
+                # Never connected: a refusal would otherwise count as closing for good.
+                if isinstance(protocol, _Refusal):
+                    protocol.lost = True
+                connection.close()
+
         loop = asyncio.get_running_loop()
         task = loop.create_task(loop.connect_accepted_socket(made, connection))
         self._tasks.add(task)
-        task.add_done_callback(self._connected)
-
-    def _connected(self, task: asyncio.Task[object]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            event(log, "connection setup failed", level=logging.DEBUG, error=str(task.exception()))
+        task.add_done_callback(connected)
 
     async def stop(self) -> None:
         self._pause()
