@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 from common.wire import BusyStatus, HealthStatus
 
 if TYPE_CHECKING:
+    from controller.launches import LaunchHealth
     from controller.readiness.forecast import ReadinessTarget
     from controller.warm_pool import WarmCapacity
 
@@ -24,11 +25,13 @@ protection changes by it and `controller.aws` holds every call to it."""
 
 
 class InstanceState(StrEnum):
-    """Derived afresh on every pass (DESIGN §4); never stored."""
+    """Derived afresh on every pass (docs/design.md §4); never stored."""
 
     UNKNOWN = "unknown"
     STARTING = "starting"
     IDLE = "idle"
+    RETIRING = "retiring"
+    """Idle, and due to be recycled or rolled out (controller.recycle): not free."""
     BUSY = "busy"
     DRAINING = "draining"
     DRAINED = "drained"
@@ -69,6 +72,9 @@ class Reason(StrEnum):
     LIFECYCLE_DRAINED = "lifecycle-drained"
     LIFECYCLE_TIMEOUT = "lifecycle-timeout"
     LIFECYCLE_NO_AGENT = "lifecycle-no-agent"
+    RECYCLE_RECORDINGS = "recycle-recordings"
+    RECYCLE_UPTIME = "recycle-uptime"
+    ROLLOUT = "rollout"
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,11 @@ class ReportView(NamedTuple):
     jibri_seen: bool = True
     """Whether any report from this instance has shown Jibri answering (busyStatus known).
     An agent that starts before its Jibri reports UNKNOWN: that instance is still booting."""
+    recordings_finished: int = 0
+    booted_at: float | None = None
+    """When the instance booted, on the controller's clock (receive time less its uptime)."""
+    ami_id: str | None = None
+    agent_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,8 @@ class Observed:
     readiness: ReadinessTarget | None = None
     """The free recorders to hold now, learned from demand (docs/readiness.md), computed by
     the loop before the plan; None keeps targetFree or the schedule's, as without history."""
+    launches: LaunchHealth | None = None
+    """What the group's scaling activities say of its launches (controller.launches)."""
     warm: WarmCapacity | None = None
     """The warmed instances the group can draw on and their start time (docs/warm-pools.md),
     from the warm-pool step; None without spec.warmPool."""

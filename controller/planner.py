@@ -45,6 +45,7 @@ from controller.model import (
     SetProtection,
     Terminate,
 )
+from controller.recycle import allowed_step, fleet_conditions, retire
 from controller.spec import PoolSpec
 from controller.warm_pool import warm_credit
 
@@ -75,7 +76,7 @@ class _Context:
     now: float
     derived: Derivation
     observing_only: bool
-    """Startup window with unknown instances: observe only (DESIGN §4)."""
+    """Startup window with unknown instances: observe only (docs/design.md §4)."""
     target_free: int
     """Free recorders to hold now: the readiness target's total, or without one targetFree in
     force (the spec's, a schedule rule's or a dated override's)."""
@@ -128,8 +129,9 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
     actions.extend(terminations)
     capacity, scaled = _capacity(ctx, terminations)
     actions.extend(capacity)
+    retiring = retire(spec, derived, target_free, ctx.observing_only)
     drains = [] if capacity else _scale_in(ctx, terminations)
-    actions.extend(drains)
+    actions.extend([*retiring.drains, *drains])
     actions.extend(_lifecycle(ctx))
 
     decrements = sum(1 for t in terminations if t.decrement)
@@ -139,7 +141,8 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
         requeue_after=_requeue_after(ctx),
         instances=derived.views,
         desired_capacity=final,
-        conditions=_conditions(ctx, final, scaled),
+        conditions=_conditions(ctx, final, scaled)
+        + fleet_conditions(observed.launches, retiring, derived, target_free, now, final),
         target_free=target_free,
     )
 
@@ -215,7 +218,7 @@ def _capacity(
     target, reason = base, Reason.BELOW_TARGET_FREE
     gap = ctx.target_free - _free_count(ctx, terminations)
     if gap > 0:
-        step = spec.scaleOut.maxStep + ctx.learned
+        step = allowed_step(ctx.observed.launches, ctx.now, spec.scaleOut.maxStep + ctx.learned)
         target = min(base + min(gap, step), max(base, spec.capacity.max))
     if target < spec.capacity.min:
         target, reason = spec.capacity.min, Reason.BELOW_MIN

@@ -1,4 +1,4 @@
-"""Table tests for the planner's rules (DESIGN §4, §5)."""
+"""Table tests for the planner's rules (docs/design.md §4, §5)."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def protected_ids(result: Plan) -> set[str]:
     ],
 )
 def test_state_derivation(rep, kwargs, expected) -> None:  # type: ignore[no-untyped-def]
-    """Each combination of ASG lifecycle and report maps to the state of DESIGN §4."""
+    """Each combination of ASG lifecycle and report maps to the state of docs/design.md §4."""
     fleet = ObservationBuilder()
     instance_id = fleet.add(1, rep, **kwargs)
     assert states(plan(spec(), fleet.observed(), NOW))[instance_id] is expected
