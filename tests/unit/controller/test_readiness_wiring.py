@@ -135,7 +135,11 @@ async def test_history_scales_out_before_the_burst_minute() -> None:
     block = document["pools"][0]["readiness"]
     assert block["target"]["forecast"] == target.forecast
     assert block["bootHorizonSeconds"] == 180.0
-    assert f"forecast {target.forecast}" in render(document)
+    lines = render(document).splitlines()
+    header = lines[lines.index("p: readiness") + 1].split()
+    row = lines[lines.index("p: readiness") + 2].split()
+    assert header[:4] == ["TARGET", "FLOOR", "FROM", "FORECAST"]
+    assert row[:4] == [str(target.total), "2", "targetFree", str(target.forecast)]
 
 
 async def test_no_history_keeps_todays_capacity() -> None:
