@@ -1,4 +1,4 @@
-"""The agent → controller report (DESIGN §7), defined once and imported by both sides."""
+"""The agent → controller report (docs/design.md §7), defined once and imported by both sides."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ MAX_NESTING: Final = 8
 REPORTS_PATH: Final = "/v1/reports"
 TOKEN_ENV: Final = "JIBRI_AUTOSCALER_TOKEN"
 INSTANCE_ID_RE: Final = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
+AMI_ID_RE: Final = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
 
 InstanceId = Annotated[str, StringConstraints(pattern=INSTANCE_ID_RE.pattern)]
 
@@ -52,10 +53,19 @@ class Report(_Strict):
     draining: bool = False
     drained: bool = False
     pendingUploads: Annotated[int, Field(ge=0)] = 0
+    # Optional, so that agents older than these fields still validate.
+    recordingsFinished: Annotated[int, Field(ge=0)] = 0
+    """Recordings finished since this boot (spec.recycle.maxRecordings)."""
+    uptimeSeconds: Annotated[int, Field(ge=0)] | None = None
+    """Whole seconds since the instance booted (spec.recycle.maxUptime)."""
+    amiId: Annotated[str, StringConstraints(pattern=AMI_ID_RE.pattern)] | None = None
+    """The image the instance runs, from IMDS (spec.rollout)."""
+    agentVersion: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class ReportAnswer(_Strict):
-    """The controller's answer; `drain` asks the agent to start the drain handshake (§6)."""
+    """The controller's answer; `drain` asks the agent to start the drain handshake
+    (docs/design.md §6)."""
 
     drain: bool
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 
 from common.wire import BusyStatus, HealthStatus
@@ -25,8 +25,10 @@ from controller.model import (
     InstanceState,
     InstanceView,
     Observed,
+    Reason,
     ReportView,
 )
+from controller.recycle import retire_reason
 from controller.spec import PoolSpec
 
 _GONE_PREFIXES = ("Terminating", "Terminated")
@@ -65,6 +67,8 @@ class Derivation:
     next_change_at: float
     """The earliest moment time alone changes a state, a rule's view of an instance, or the
     startup window; infinity if none."""
+    retiring: Mapping[str, Reason] = field(default_factory=dict)
+    """RETIRING instances (idle, due to be recycled or rolled out) and why, id order."""
 
     def count(self, *states: InstanceState) -> int:
         return sum(len(self.by_state[state]) for state in states)
@@ -193,6 +197,8 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
     drainable: list[tuple[float, str]] = []
     earliest = limits.window_end if limits.startup else math.inf
     idle_state, idle_limit = InstanceState.IDLE, limits.idle_for
+    retiring: dict[str, Reason] = {}
+    retire_on = spec.recycle.enabled or spec.rollout is not None
     for instance in sorted(observed.asg.instances, key=_BY_ID):
         instance_id, lifecycle = instance.instance_id, instance.lifecycle_state
         report = reports.get(instance_id)
@@ -207,6 +213,11 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
             state, due, detail, changes_at = _silent_state(limits, instance)
         else:
             state, due, detail, changes_at = _reported_state(limits, instance_id, report)
+            if state is idle_state and retire_on:
+                why, due_at = retire_reason(spec, observed, instance, report, now)
+                if why is not None:
+                    state, detail, retiring[instance_id] = InstanceState.RETIRING, why.value, why
+                changes_at = min(changes_at, due_at)
             if state is idle_state:
                 # scaleIn.idleFor: an idle instance becomes a drain candidate.
                 since = report.idle_since
@@ -244,4 +255,5 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
         replace_due=tuple(replace_due),
         drainable=tuple(instance_id for _, instance_id in drainable),
         next_change_at=earliest,
+        retiring=retiring,
     )

@@ -18,6 +18,7 @@ from prometheus_client import (
 )
 
 from controller.identity.errors import REGISTRATION_OUTCOMES, REPORT_AUTH_OUTCOMES
+from controller.launches import CAUSES as LAUNCH_CAUSES
 from controller.model import InstanceState, Reason
 from controller.spec import JibriPool
 
@@ -29,7 +30,13 @@ ACTION_REASONS: Final[dict[str, tuple[Reason, ...]]] = {
     "scale-in": (Reason.ABOVE_MAX,),
     "protect": (Reason.BUSY, Reason.DRAINING, Reason.STALE),
     "unprotect": (Reason.NOT_BUSY,),
-    "drain": (Reason.IDLE_EXCESS, Reason.TERMINATION_REQUESTED),
+    "drain": (
+        Reason.IDLE_EXCESS,
+        Reason.TERMINATION_REQUESTED,
+        Reason.RECYCLE_RECORDINGS,
+        Reason.RECYCLE_UPTIME,
+        Reason.ROLLOUT,
+    ),
     "terminate": (Reason.DRAINED,),
     "replace": (Reason.DRAINED, Reason.UNHEALTHY, Reason.EXPIRED, Reason.FAILED_BOOT),
     "lifecycle-heartbeat": (Reason.UPLOADS_PENDING, Reason.BUSY, Reason.DRAINING),
@@ -161,6 +168,12 @@ class Metrics:
             registry=r,
         )
         self._readiness_metrics(r)
+        self.launch_failures_total = Counter(
+            f"{PREFIX}_launch_failures",
+            "Failed or cancelled launches in the group's scaling activities, by cause.",
+            ["pool", "cause"],
+            registry=r,
+        )
         for outcome in REGISTRATION_OUTCOMES:
             self.registrations_total.labels(outcome)
         for outcome in REPORT_AUTH_OUTCOMES:
@@ -225,6 +238,8 @@ class Metrics:
                 self.actions_total.labels(name, action, reason.value)
         for kind in ERROR_KINDS:
             self.reconcile_errors_total.labels(name, kind)
+        for cause in LAUNCH_CAUSES:
+            self.launch_failures_total.labels(name, cause)
         self.reconcile_duration_seconds.labels(name)
         self.decision_latency_seconds.labels(name)
         self.last_reconcile_success_timestamp_seconds.labels(name)
@@ -266,6 +281,8 @@ class Metrics:
             _remove(self.pool_target_part, name, part)
         for kind in ERROR_KINDS:
             _remove(self.reconcile_errors_total, name, kind)
+        for cause in LAUNCH_CAUSES:
+            _remove(self.launch_failures_total, name, cause)
         for action, reasons in ACTION_REASONS.items():
             for reason in reasons:
                 _remove(self.actions_total, name, action, reason.value)

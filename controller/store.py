@@ -91,6 +91,8 @@ class ReportStore:
             and previous.draining == report.draining
             and previous.drained == report.drained
             and previous.pending_uploads == report.pendingUploads
+            and previous.recordings_finished == report.recordingsFinished
+            and previous.ami_id == report.amiId
         ):
             # A heartbeat (most reports are): the same state again, only fresher. Every
             # streak and what the planner derives stay as they are.
@@ -112,6 +114,10 @@ class ReportStore:
             unhealthy_since=unhealthy_since if unhealthy else None,
             jibri_seen=(previous is not None and previous.jibri_seen)
             or report.jibri.busyStatus is not BusyStatus.UNKNOWN,
+            recordings_finished=report.recordingsFinished,
+            booted_at=None if report.uptimeSeconds is None else now - report.uptimeSeconds,
+            ami_id=report.amiId,
+            agent_version=report.agentVersion,
         )
         entry = _Entry(report.bootId, report.seq, view)
         if managed:

@@ -13,6 +13,7 @@ from common.durations import Duration, PositiveDuration
 from controller.spec import cloudwatch as cw_names
 from controller.spec.base import FieldProblem, Name, SpecModel, field_errors
 from controller.spec.cloudwatch import CloudWatch
+from controller.spec.fleet_ops import Recycle, Rollout
 from controller.spec.readiness import Demand, Readiness
 from controller.spec.schedule import Schedule, TargetInForce
 from controller.spec.warm_pool import WarmPool
@@ -64,6 +65,8 @@ class PoolSpec(SpecModel):
     readiness: Readiness = Readiness()
     demand: Demand = Demand()
     warmPool: WarmPool | None = None
+    recycle: Recycle = Recycle()
+    rollout: Rollout | None = None
 
     @model_validator(mode="after")
     def _target_fits(self) -> Self:
