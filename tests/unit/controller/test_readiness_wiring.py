@@ -17,8 +17,8 @@ from controller.actuator import Actuator
 from controller.aws import AutoScaling
 from controller.cloudwatch.datapoints import Datum
 from controller.demand.history import DemandHistory
-from controller.demand.service import DemandSources, HistoryApis
-from controller.http.status import render, status
+from controller.demand.service import DemandSources, HistoryApis, PoolDemand
+from controller.http.status import readiness_status, render, status
 from controller.loop import Planner, PoolRunner
 from controller.model import Observed, Plan
 from controller.planner import plan as real_plan
@@ -299,3 +299,28 @@ async def test_reloads_start_and_stop_the_jicofo_reader() -> None:
         finally:
             await controller.stop()
         assert not _running("jicofo:p")
+
+
+def test_status_names_the_override_in_force() -> None:
+    """While a dated override is in force, /status gives it with its local from/to and the
+    target's floor is its targetFree."""
+    spec = """\
+  schedule:
+    timezone: Europe/Berlin
+    overrides: [{from: 2026-11-24T14:30, to: 2026-11-24T16:00, targetFree: 9}]
+"""
+    pool = desired(pool_yaml(spec)).pools[0].spec
+    demand = PoolDemand(
+        "p", sources=DemandSources(), metrics=Metrics(), clock=ManualClock(), wall_clock=lambda: 0
+    )
+    target = demand.readiness.target(pool, WALL0)  # 13:55 UTC is 14:55 in Berlin
+    assert target is not None and (target.floor, target.override, target.total) == (9, 0, 9)
+    block = readiness_status(pool, target, demand, WALL0)
+    assert block["override"] == {
+        "index": 0,
+        "from": "2026-11-24T14:30",
+        "to": "2026-11-24T16:00",
+        "timezone": "Europe/Berlin",
+        "targetFree": 9,
+    }
+    assert block["missed"]["lastHour"] == {"started": 0.0, "missed": 0.0, "rate": None}
