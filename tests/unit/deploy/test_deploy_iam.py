@@ -42,6 +42,7 @@ S3_ACTIONS = {
 # Auto Scaling and CloudWatch operations without resource-level permissions.
 UNSCOPED = {"DescribeAutoScalingGroups", "DescribeAutoScalingInstances", "DescribeLifecycleHooks"}
 UNSCOPED |= {"DescribePolicies", "DescribeAlarms", "PutMetricData", "GetMetricData"}
+UNSCOPED |= {"DescribeWarmPool", "DescribeTags"}
 
 
 def stack(**parameters: str) -> Resolver:
@@ -98,6 +99,7 @@ def test_the_scan_finds_the_calls_the_policies_are_about() -> None:
     agent = aws_operations("agent", ("autoscaling", "cloudwatch", "s3"))
     assert ("autoscaling", "terminate_instance_in_auto_scaling_group") in controller
     assert ("autoscaling", "set_desired_capacity") in controller
+    assert ("autoscaling", "put_warm_pool") in controller
     assert ("s3", "put_object") in agent
 
 
@@ -179,6 +181,19 @@ CONTROLLER_CASES = [
         ),
         False,
         id="foreign-alarm",
+    ),
+    pytest.param(
+        Request("autoscaling:PutWarmPool", OWN_ASG, {TAG: STACK}), True, id="own-warm-pool"
+    ),
+    pytest.param(
+        Request("autoscaling:DeleteWarmPool", ASG + "web", {}),
+        False,
+        id="untagged-group-warm-pool",
+    ),
+    pytest.param(
+        Request("autoscaling:CreateOrUpdateTags", ASG + "web", {TAG: "someone"}),
+        False,
+        id="foreign-group-tags",
     ),
     pytest.param(Request("ec2:TerminateInstances", "*", {}), False, id="no-ec2-terminate"),
     pytest.param(Request("iam:PassRole", "*", {}), False, id="no-pass-role"),
