@@ -36,7 +36,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from common.aiokits.tasks import guarded_task
 from common.logs import event
@@ -77,9 +77,9 @@ class StatusSource(Protocol):
     def pool_status(self, name: str) -> dict[str, Any] | None: ...
 
 
-@runtime_checkable
 class PlanInput(Protocol):
-    """An extra step that adds to what the planner sees (the warm-pool step: Observed.warm)."""
+    """An extra step that adds to what the planner sees (the warm-pool step: Observed.warm);
+    given to the Controller as `plan_inputs` as well as in `extra_steps`."""
 
     def before_plan(self, spec: PoolSpec, observed: Observed, name: str) -> Observed: ...
 
@@ -261,9 +261,8 @@ class PoolRunner:
             wall_time=c.wall_clock(),
         )
         observed = self.demand.before_plan(spec, observed)
-        for extra in c.extra_steps:
-            if isinstance(extra, PlanInput):
-                observed = extra.before_plan(spec, observed, self.name)
+        for extra in c.plan_inputs:
+            observed = extra.before_plan(spec, observed, self.name)
         # `observed` is a snapshot the server no longer touches: safe to plan on in a thread.
         plan, counts = await asyncio.to_thread(_decide, c.planner, spec, observed, now)
         self._observed, self._plan = observed, plan

@@ -24,6 +24,7 @@ from controller.loop import (
     AutoScalingFactory,
     Backoff,
     ExtraStep,
+    PlanInput,
     Planner,
     PoolRunner,
     StatusSource,
@@ -62,6 +63,7 @@ class Controller:
         planner: Planner = default_planner,
         extra_steps: Sequence[ExtraStep] = (),
         status_sources: Sequence[StatusSource] = (),
+        plan_inputs: Sequence[PlanInput] = (),
         backoff: Backoff = DEFAULT_BACKOFF,
         draw: Callable[[], float] = random.random,
         stop_grace: float = 10.0,
@@ -78,6 +80,7 @@ class Controller:
         self.planner = planner
         self.extra_steps = tuple(extra_steps)
         self.status_sources = tuple(status_sources)
+        self.plan_inputs = tuple(plan_inputs)
         self.backoff = backoff
         self._draw = draw
         self.stop_grace = stop_grace
