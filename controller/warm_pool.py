@@ -39,6 +39,9 @@ READY_STATES: Final = frozenset(
     }
 )
 """Warm-pool states of an instance the group can still draw on (not one being terminated)."""
+TERMINATING_WAIT: Final = "Warmed:Terminating:Wait"
+"""A warmed instance held by a termination hook. Its agent never let Jibri take a recording
+(agent/warm_gate.py), so there is nothing to drain: the step lets it go at once."""
 
 
 def desired_config(spec: WarmPool) -> WarmPoolConfig:

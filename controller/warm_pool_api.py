@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient
 
+    from controller.aws import TerminationHook
+
 T = TypeVar("T")
 
 WARM_POOL_OPERATIONS: Final = (
@@ -57,7 +59,7 @@ class WarmPoolView:
 
 
 class WarmPoolApi(Protocol):
-    """The warm-pool and group-tag calls the warm-pool step makes."""
+    """The warm-pool, group-tag and lifecycle calls the warm-pool step makes."""
 
     async def put_warm_pool(self, name: str, config: WarmPoolConfig) -> None: ...
 
@@ -70,6 +72,12 @@ class WarmPoolApi(Protocol):
     async def set_group_tag(self, name: str, key: str, value: str) -> None: ...
 
     async def delete_group_tag(self, name: str, key: str) -> None: ...
+
+    async def termination_hooks(self, name: str) -> tuple[TerminationHook, ...]: ...
+
+    async def complete_lifecycle_action(
+        self, name: str, hook: str, instance_id: str, token: str | None, result: str
+    ) -> None: ...
 
 
 def config_of(answer: dict[str, Any]) -> WarmPoolView:

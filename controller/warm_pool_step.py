@@ -27,6 +27,7 @@ from controller.prometheus import Metrics
 from controller.spec import JibriPool, PoolSpec
 from controller.warm_pool import (
     OWNER_TAG,
+    TERMINATING_WAIT,
     Change,
     Decision,
     WarmCapacity,
@@ -54,6 +55,8 @@ class _Pool:
     decision: Decision | None = None
     changed_at: float | None = None
     starts: WarmStarts = field(default_factory=WarmStarts)
+    released: set[str] = field(default_factory=set)
+    """Warmed instances whose termination hooks this step completed."""
     error: str | None = None
 
 
@@ -159,6 +162,7 @@ class WarmPoolSync:
         view = await api.describe_warm_pool(group)
         state.view, state.read_at = view, self._clock()
         state.starts.warmed([i.instance_id for i in view.instances])
+        await self._release(state, pool, api, view)
         owned = False
         if spec is None and view.config is not None and not view.pending_delete:
             owned = await api.group_tag(group, OWNER_TAG) == pool.name
@@ -185,6 +189,43 @@ class WarmPoolSync:
             await api.set_group_tag(group, OWNER_TAG, pool.name)
             await api.put_warm_pool(group, desired_config(spec))
         state.changed_at = self._clock()
+
+    async def _release(
+        self, state: _Pool, pool: JibriPool, api: WarmPoolApi, view: WarmPoolView
+    ) -> None:
+        """Complete the termination hooks holding warmed instances (see TERMINATING_WAIT)."""
+        group = pool.spec.autoScalingGroupName
+        state.released &= {i.instance_id for i in view.instances}
+        waiting = [
+            i.instance_id
+            for i in view.instances
+            if i.lifecycle_state == TERMINATING_WAIT and i.instance_id not in state.released
+        ]
+        if not waiting:
+            return
+        hooks = await api.termination_hooks(group)
+        for instance_id in waiting:
+            for hook in hooks:
+                event(
+                    log,
+                    "warm pool lifecycle continue",
+                    pool=pool.name,
+                    instance=instance_id,
+                    hook=hook.name,
+                    dry_run=self._dry_run,
+                )
+                if self._dry_run:
+                    continue
+                try:
+                    await api.complete_lifecycle_action(
+                        group, hook.name, instance_id, None, "CONTINUE"
+                    )
+                except AwsError as exc:
+                    # Not this hook's turn, or already completed: nothing is held by it.
+                    if exc.kind != "validation":
+                        raise
+            if not self._dry_run:
+                state.released.add(instance_id)
 
     def pool_status(self, name: str) -> dict[str, Any] | None:
         """The /status block: configured and actual warm pool, drift, instances, warm starts."""

@@ -220,6 +220,7 @@ class FakeAutoScaling:
         self._enter("CompleteLifecycleAction", name, hook, instance_id, token, result)
         g = self._group("CompleteLifecycleAction", name)
         g.instances.pop(instance_id, None)
+        g.warm.pop(instance_id, None)
         g.settle()
 
 

@@ -8,11 +8,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from controller.aws import TerminationHook
 from controller.model import InstanceState, InstanceView, Plan
 from controller.prometheus import Metrics
 from controller.spec import JibriPool
 from controller.warm_pool import OWNER_TAG
-from controller.warm_pool_api import WarmPoolApi, WarmPoolConfig
+from controller.warm_pool_api import WarmInstance, WarmPoolApi, WarmPoolConfig
 from controller.warm_pool_step import WarmPoolSync
 from tests.support.fake_autoscaling import FakeAutoScaling, ManualClock
 from tests.support.observations import ObservationBuilder, spec
@@ -169,3 +170,19 @@ async def test_a_scale_out_draws_on_the_warm_pool_and_its_start_is_measured() ->
     status = step.pool_status("recorders")
     assert status is not None
     assert (status["warmStartsMeasured"], status["warmStartSeconds"]) == (3, 25.0)
+
+
+async def test_a_warmed_instance_held_by_the_termination_hook_is_let_go() -> None:
+    """A Warmed:Terminating:Wait instance never recorded: its termination hook is completed
+    once, and the instance is gone."""
+    aws, step, _ = setup()
+    group = aws.groups[GROUP]
+    group.hooks = (TerminationHook("jibri-autoscaler-drain", 3600.0),)
+    await step.run_once(WARM)
+    leaving = next(iter(group.warm))
+    group.warm[leaving] = WarmInstance(leaving, "Warmed:Terminating:Wait")
+    aws.calls.clear()
+    await step.run_once(WARM)
+    completed = [c.args for c in aws.calls if c.operation == "CompleteLifecycleAction"]
+    assert completed == [(GROUP, "jibri-autoscaler-drain", leaving, None, "CONTINUE")]
+    assert leaving not in group.warm
