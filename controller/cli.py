@@ -40,6 +40,7 @@ from controller.prometheus import Metrics
 from controller.reload import ConfigWatcher, load
 from controller.spec import ConfigError, DesiredState, load_desired_state
 from controller.store import ReportStore
+from controller.warm_pool_step import WarmPoolApis, WarmPoolSync
 
 log = logging.getLogger("controller")
 
@@ -210,6 +211,7 @@ async def serve(
     planner: Planner = default_planner,
     extra_steps: Sequence[ExtraStep] = (),
     configure_app: Callable[[web.Application], None] | None = None,
+    warm_pool_apis: WarmPoolApis | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down in order and return.
 
@@ -232,6 +234,19 @@ async def serve(
     cloud_watch = CloudWatchSync(
         apis=cloud_watch_apis, metrics=metrics, dry_run=options.dry_run, clock=clock
     )
+    if warm_pool_apis is None and clients is not None and autoscaling == clients.autoscaling:
+        warm_pool_apis = clients.autoscaling
+    # spec.warmPool (docs/warm-pools.md); off when an injected Auto Scaling has no warm pools.
+    warm_pools = (
+        None
+        if warm_pool_apis is None
+        else WarmPoolSync(
+            apis=warm_pool_apis, metrics=metrics, dry_run=options.dry_run, clock=clock
+        )
+    )
+    side_steps: list[CloudWatchSync | WarmPoolSync] = [cloud_watch]
+    if warm_pools is not None:
+        side_steps.append(warm_pools)
     controller = Controller(
         state=state,
         store=ReportStore(),
@@ -240,14 +255,16 @@ async def serve(
         actuator=Actuator(metrics=metrics, clock=clock, dry_run=options.dry_run),
         clock=MonotonicClock(),
         planner=planner,
-        extra_steps=[cloud_watch, *extra_steps],
-        status_sources=[cloud_watch],
+        extra_steps=[*side_steps, *extra_steps],
+        status_sources=side_steps,
         demand=DemandSources(history_from(cloud_watch_apis), publish=not options.dry_run),
     )
 
     async def apply(new: DesiredState) -> None:
         await controller.apply(new)
         await cloud_watch.retain([pool.name for pool in new.pools])
+        if warm_pools is not None:
+            await warm_pools.retain([pool.name for pool in new.pools])
 
     watcher = ConfigWatcher(options.config, loaded=loaded, apply=apply, metrics=metrics)
     app = make_app(
@@ -299,6 +316,8 @@ async def serve(
                 await reload_task
         await controller.stop()
         await cloud_watch.close()
+        if warm_pools is not None:
+            await warm_pools.close()
         if cloud_watch_clients is not None:
             await cloud_watch_clients.close()
         if clients is not None:

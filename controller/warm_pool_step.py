@@ -43,6 +43,9 @@ log = logging.getLogger("controller.warm_pool")
 WarmPoolApis = Callable[[str | None], Awaitable[WarmPoolApi]]
 MIN_INTERVAL: Final = 5.0
 """Seconds between two reads of a pool's warm pool (a page of 50 instances per call)."""
+UNWANTED_INTERVAL: Final = 600.0
+"""Seconds between two reads for a pool without warmPool (and on each spec change): enough to
+delete a warm pool the spec dropped while the controller was down, at a trickle of calls."""
 
 
 @dataclass
@@ -56,6 +59,8 @@ class _Pool:
     changed_at: float | None = None
     starts: WarmStarts = field(default_factory=WarmStarts)
     released: set[str] = field(default_factory=set)
+    spec: PoolSpec | None = None
+    """The spec of the last round."""
     """Warmed instances whose termination hooks this step completed."""
     error: str | None = None
 
@@ -104,6 +109,11 @@ class WarmPoolSync:
             state = self._pools[pool.name] = _Pool(pool)
         state.pool = pool
         self._measure(state, observed, plan)
+        # No warm pool wanted and the spec unchanged: only a rare look for one to delete.
+        unwanted = pool.spec.warmPool is None and state.spec == pool.spec
+        read_at = state.read_at
+        if unwanted and read_at is not None and self._clock() - read_at < UNWANTED_INTERVAL:
+            return
         if (state.task is None or state.task.done()) and not self._closing:
             state.task = guarded_task(
                 self._work(state), name=f"warm-pool:{pool.name}", may_end=lambda: self._closing
@@ -158,6 +168,7 @@ class WarmPoolSync:
 
     async def _round(self, state: _Pool, pool: JibriPool) -> None:
         spec, group = pool.spec.warmPool, pool.spec.autoScalingGroupName
+        state.spec = pool.spec
         api = await self._apis(pool.spec.region)
         view = await api.describe_warm_pool(group)
         state.view, state.read_at = view, self._clock()
