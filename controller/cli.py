@@ -257,6 +257,7 @@ async def serve(
         planner=planner,
         extra_steps=[*side_steps, *extra_steps],
         status_sources=side_steps,
+        plan_inputs=[] if warm_pools is None else [warm_pools],
         demand=DemandSources(history_from(cloud_watch_apis), publish=not options.dry_run),
     )
 

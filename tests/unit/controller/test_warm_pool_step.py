@@ -8,10 +8,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from controller.aws import TerminationHook
-from controller.model import InstanceState, InstanceView, Plan
+from controller.actuator import Actuator
+from controller.aws import AutoScaling, TerminationHook
+from controller.loop import PoolRunner
+from controller.model import InstanceState, InstanceView, Observed, Plan
+from controller.planner import plan as real_plan
+from controller.pools import Controller
 from controller.prometheus import Metrics
-from controller.spec import JibriPool
+from controller.spec import DesiredState, JibriPool, PoolSpec
+from controller.store import ReportStore
 from controller.warm_pool import OWNER_TAG
 from controller.warm_pool_api import WarmInstance, WarmPoolApi, WarmPoolConfig
 from controller.warm_pool_step import WarmPoolSync
@@ -186,3 +191,37 @@ async def test_a_warmed_instance_held_by_the_termination_hook_is_let_go() -> Non
     completed = [c.args for c in aws.calls if c.operation == "CompleteLifecycleAction"]
     assert completed == [(GROUP, "jibri-autoscaler-drain", leaving, None, "CONTINUE")]
     assert leaving not in group.warm
+
+
+async def test_a_pass_plans_with_the_warmed_instances() -> None:
+    """The loop hands the planner Observed.warm from the step's last read of the warm pool."""
+    aws, step, clock = setup()
+    await step.run_once(WARM)
+    aws.groups[GROUP].warm_up()
+    await step.run_once(WARM)
+    seen: list[Observed] = []
+
+    def planner(pool_spec: PoolSpec, observed: Observed, now: float) -> Plan:
+        seen.append(observed)
+        return real_plan(pool_spec, observed, now)
+
+    async def autoscaling(region: str | None) -> AutoScaling:
+        return aws
+
+    metrics = Metrics(CollectorRegistry())
+    hand = clock.as_clock()
+    controller = Controller(
+        state=DesiredState((WARM,), "test.yaml"),
+        store=ReportStore(),
+        metrics=metrics,
+        autoscaling=autoscaling,
+        actuator=Actuator(metrics=metrics, clock=clock, dry_run=False),
+        clock=hand,
+        planner=planner,
+        extra_steps=[step],
+        plan_inputs=[step],
+    )
+    runner = PoolRunner(WARM, controller, started_at=clock.now)
+    await runner.reconcile_once()
+    await step.close()
+    assert seen[0].warm is not None and seen[0].warm.count == 4
