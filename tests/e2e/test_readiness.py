@@ -95,40 +95,42 @@ def test_history_in_cloudwatch_holds_more_free_recorders(
     publish_history(emulator, time.time())
     config = tmp_path / "pools.yaml"
     config.write_text(pool_yaml())
-    with running_controller(emulator, config) as controller:
-        with ReportingAgents([Agent(controller, i) for i in ids], interval=0.5):
+    with (
+        running_controller(emulator, config) as controller,
+        ReportingAgents([Agent(controller, i) for i in ids], interval=0.5),
+    ):
 
-            def forecast() -> dict[str, Any] | None:
-                block = readiness(controller)
-                target = block and block["target"]
-                return block if target and target["forecast"] > 0 else None
+        def forecast() -> dict[str, Any] | None:
+            block = readiness(controller)
+            target = block and block["target"]
+            return block if target and target["forecast"] > 0 else None
 
-            block = wait_for(forecast, within=60, what="a forecast from the backfilled history")
-            target = block["target"]
-            assert target["samples"] == 2
-            assert target["total"] == max(TARGET_FREE, target["forecast"] + target["reactive"])
-            assert target["total"] > TARGET_FREE + 3
-            assert target["floor"] == TARGET_FREE
-            assert block["history"]["backfilled"] is True
-            assert block["history"]["minutes"] >= 120
-            assert block["bootHorizonSeconds"] == 300.0
+        block = wait_for(forecast, within=60, what="a forecast from the backfilled history")
+        target = block["target"]
+        assert target["samples"] == 2
+        assert target["total"] == max(TARGET_FREE, target["forecast"] + target["reactive"])
+        assert target["total"] > TARGET_FREE + 3
+        assert target["floor"] == TARGET_FREE
+        assert block["history"]["backfilled"] is True
+        assert block["history"]["minutes"] >= 120
+        assert block["bootHorizonSeconds"] == 300.0
 
-            autoscaling = emulator.boto3_client("autoscaling")
+        autoscaling = emulator.boto3_client("autoscaling")
 
-            def raised() -> int:
-                group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])
-                desired: int = group["AutoScalingGroups"][0]["DesiredCapacity"]
-                return desired if desired >= target["total"] else 0
+        def raised() -> int:
+            group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])
+            desired: int = group["AutoScalingGroups"][0]["DesiredCapacity"]
+            return desired if desired >= target["total"] else 0
 
-            wait_for(raised, within=30, what="the group raised to the target in force")
-            metric = controller.metric
-            assert metric(
-                "jibri_autoscaler_pool_target_part", pool="recorders", part="forecast"
-            ) == float(target["forecast"])
-            assert (metric("jibri_autoscaler_pool_target_free", pool="recorders") or 0) > 2
-            assert (metric("jibri_autoscaler_demand_history_minutes", pool="recorders") or 0) >= 120
-            assert metric("jibri_autoscaler_pool_boot_horizon_seconds", pool="recorders") == 300.0
-            assert metric("jibri_autoscaler_recordings_missed_total", pool="recorders") == 0.0
+        wait_for(raised, within=30, what="the group raised to the target in force")
+        metric = controller.metric
+        assert metric(
+            "jibri_autoscaler_pool_target_part", pool="recorders", part="forecast"
+        ) == float(target["forecast"])
+        assert (metric("jibri_autoscaler_pool_target_free", pool="recorders") or 0) > 2
+        assert (metric("jibri_autoscaler_demand_history_minutes", pool="recorders") or 0) >= 120
+        assert metric("jibri_autoscaler_pool_boot_horizon_seconds", pool="recorders") == 300.0
+        assert metric("jibri_autoscaler_recordings_missed_total", pool="recorders") == 0.0
     alarms = emulator.boto3_client("cloudwatch").describe_alarms()["MetricAlarms"]
     [missed] = [a for a in alarms if a["AlarmName"] == "jibri-autoscaler/recorders/missed"]
     assert (missed["MetricName"], missed["Statistic"]) == ("RecordingsMissed", "Sum")
