@@ -324,3 +324,26 @@ def test_status_names_the_override_in_force() -> None:
         "targetFree": 9,
     }
     assert block["missed"]["lastHour"] == {"started": 0.0, "missed": 0.0, "rate": None}
+
+
+def test_readiness_series_exist_from_pool_start_and_leave_with_it() -> None:
+    """Every readiness series of a pool reads zero once the pool is added, before any pass,
+    and is gone once the pool is removed."""
+    metrics = Metrics()
+    pool = desired(pool_yaml()).pools[0]
+    metrics.set_pool(pool)
+    names = [
+        "pool_boot_horizon_seconds",
+        "recordings_started_total",
+        "recordings_missed_total",
+        "demand_history_minutes",
+        "demand_history_dropped_total",
+    ]
+    for name in names:
+        assert sample(metrics, name, pool="p") == 0.0, name
+    for part in ("floor", "schedule", "forecast", "reactive", "later", "total"):
+        assert sample(metrics, "pool_target_part", pool="p", part=part) == 0.0, part
+    metrics.remove_pool("p")
+    for name in names:
+        assert sample(metrics, name, pool="p") is None, name
+    assert sample(metrics, "pool_target_part", pool="p", part="total") is None
