@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from agent.about import AGENT_VERSION, image_id, uptime_seconds
 from agent.drain import MARKER_NAME, Drainer, DrainMarker
 from agent.fallback import Fallback
 from agent.identity import Identity, IdentityError, resolve_identity
@@ -97,6 +98,7 @@ class Agent:
         )
         self.fallback: Fallback | None = None
         self.uploader: Uploader | None = None
+        self.ami_id: str | None = None
         self._spool_log = Transitions(log, "spool", path=str(settings.spool_dir))
         self._recordings_log = Transitions(
             log, "recordings directory", path=str(settings.recordings_dir)
@@ -130,6 +132,10 @@ class Agent:
             draining=self.drainer.active,
             drained=self.drainer.drained(self.board.probe, pending),
             pending_uploads=pending,
+            recordings_finished=self.board.recordings_finished,
+            ami_id=self.ami_id,
+            agent_version=AGENT_VERSION,
+            uptime_seconds=uptime_seconds(),
         )
 
     def observe(self, probe: Probe, *, pushed: bool = False) -> None:
@@ -224,6 +230,8 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
             source="settings" if settings.instance_id is not None else "imds",
         )
         agent = Agent(settings, session=session, identity=identity, metrics=metrics)
+        if settings.instance_id is None:
+            agent.ami_id = await image_id(session, settings.imds_url, 2.0)
         if settings.fallback:
             from agent.aws import open_aws
 

@@ -128,6 +128,10 @@ class Reporter:
             draining=state.draining,
             drained=state.drained,
             pendingUploads=state.pending_uploads,
+            recordingsFinished=state.recordings_finished,
+            uptimeSeconds=state.uptime_seconds,
+            amiId=state.ami_id,
+            agentVersion=state.agent_version,
         )
         started = self._monotonic()
         attempt = await self._post(report.model_dump_json().encode())

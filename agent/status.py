@@ -23,6 +23,10 @@ class LocalState:
     draining: bool
     drained: bool
     pending_uploads: int
+    recordings_finished: int = 0
+    ami_id: str | None = None
+    agent_version: str | None = None
+    uptime_seconds: int | None = None
 
     @property
     def free(self) -> bool:
@@ -70,6 +74,10 @@ class Board:
         self._pushed_at: float | None = None
         self._pending_uploads = 0
         self._signals: list[Signal] = []
+        self._recording = False
+        self.recordings_finished = 0
+        """Recordings finished since this agent started (it starts at boot): each time Jibri
+        answers IDLE or EXPIRED after answering BUSY (a gap of UNKNOWN between counts once)."""
 
     @property
     def probe(self) -> Probe | None:
@@ -105,6 +113,12 @@ class Board:
         if pushed:
             self._pushed_at = probe.started_at
         previous, self._probe = self._probe, probe
+        busy = probe.status.busyStatus
+        if busy is BusyStatus.BUSY:
+            self._recording = True
+        elif busy in (BusyStatus.IDLE, BusyStatus.EXPIRED) and self._recording:
+            self._recording = False
+            self.recordings_finished += 1
         changed = previous is None or _key(previous) != _key(probe)
         if changed:
             self.notify()
