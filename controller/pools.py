@@ -66,7 +66,7 @@ class Controller:
         plan_inputs: Sequence[PlanInput] = (),
         backoff: Backoff = DEFAULT_BACKOFF,
         draw: Callable[[], float] = random.random,
-        stop_grace: float = 10.0,
+        stop_grace: float = 5.0,
         min_pass_gap: float = MIN_PASS_GAP,
         demand: DemandSources | None = None,
     ) -> None:
