@@ -62,8 +62,8 @@ def test_recycling_never_touches_a_busy_recorder(case: tuple[PoolSpec, Observed]
     result = plan(pool, observed, NOW)
     recycled = [a for a in result.actions if isinstance(a, DrainInstance) and a.reason in RECYCLE]
     assert len(recycled) <= pool.scaleIn.maxStep
-    for action in recycled:
-        assert not _busy(observed, action.instance_id)
+    for drain in recycled:
+        assert not _busy(observed, drain.instance_id)
     for action in result.actions:
         if isinstance(action, Terminate):
             assert not _busy(observed, action.instance_id)
