@@ -33,6 +33,10 @@ class TransientImdsError(Exception):
     """The metadata service did not answer, or answered 5xx/429: worth retrying."""
 
 
+class MissingPathError(Exception):
+    """The metadata service has no such path (404), as `get_optional` asked to be told."""
+
+
 @dataclass(frozen=True)
 class Identity:
     instance_id: str
@@ -49,7 +53,9 @@ class ImdsClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._token: str | None = None
 
-    async def _call(self, method: str, path: str, headers: dict[str, str]) -> bytes:
+    async def _call(
+        self, method: str, path: str, headers: dict[str, str], *, missing_ok: bool = False
+    ) -> bytes:
         url = self._base + path
         try:
             async with self._session.request(
@@ -58,6 +64,8 @@ class ImdsClient:
                 body = await response.read()
                 if response.status >= 500 or response.status == 429:
                     raise TransientImdsError(f"{method} {url}: HTTP {response.status}")
+                if missing_ok and response.status == 404:
+                    raise MissingPathError(path)
                 if response.status != 200:
                     raise IdentityError(
                         f"the instance metadata service answered {method} {url} with HTTP "
@@ -70,14 +78,29 @@ class ImdsClient:
     async def get(self, path: str) -> str:
         return (await self.get_bytes(path)).decode(errors="replace").strip()
 
-    async def get_bytes(self, path: str) -> bytes:
+    async def get_bytes(self, path: str, *, missing_ok: bool = False) -> bytes:
         """The exact bytes served (the identity document's signature covers them as served)."""
         if self._token is None:
             token = await self._call(
                 "PUT", _TOKEN_PATH, {"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_SECONDS)}
             )
             self._token = token.decode(errors="replace").strip()
-        return await self._call("GET", path, {"X-aws-ec2-metadata-token": self._token})
+        try:
+            return await self._call(
+                "GET", path, {"X-aws-ec2-metadata-token": self._token}, missing_ok=missing_ok
+            )
+        except IdentityError:
+            # An expired token answers 401: the next call takes a new one.
+            self._token = None
+            raise
+
+    async def get_optional(self, path: str) -> str | None:
+        """The text at `path`, or None where the service has no such path (404)."""
+        try:
+            body = await self.get_bytes(path, missing_ok=True)
+        except MissingPathError:
+            return None
+        return body.decode(errors="replace").strip()
 
 
 async def resolve_identity(

@@ -34,6 +34,7 @@ REGION = "eu-west-1"
 TOKEN_PATH = "/latest/api/token"
 DOCUMENT_PATH = "/latest/dynamic/instance-identity/document"
 SIGNATURE_PATH = "/latest/dynamic/instance-identity/signature"
+TARGET_STATE_PATH = "/latest/meta-data/autoscaling/target-lifecycle-state"
 
 
 class SigningAuthority:
@@ -139,6 +140,11 @@ class FakeImds:
         """Served instead of the real signature when set (a forgery, for tests)."""
         self.token_status = 200
         """403: IMDS disabled on the instance."""
+        self.target_lifecycle_state: str | None = None
+        """Served at autoscaling/target-lifecycle-state (Warmed:Stopped, InService, ...);
+        None: 404, as for an instance in no Auto Scaling group."""
+        self.target_status = 200
+        """Another status (500, say) to serve at that path instead."""
         self._answered = asyncio.Event()
         self._answered.set()
         self.calls: list[str] = []
@@ -163,7 +169,18 @@ class FakeImds:
         app.router.add_get("/latest/meta-data/placement/region", self._get(lambda: self.region))
         app.router.add_get(DOCUMENT_PATH, self._get(lambda: self.document.decode()))
         app.router.add_get(SIGNATURE_PATH, self._get(self._signature))
+        app.router.add_get(TARGET_STATE_PATH, self._target_route)
         return app
+
+    async def _target_route(self, request: web.Request) -> web.Response:
+        self.calls.append(request.path)
+        if request.headers.get("X-aws-ec2-metadata-token") != self._token:
+            return web.Response(status=401)
+        if self.target_status != 200:
+            return web.Response(status=self.target_status)
+        if self.target_lifecycle_state is None:
+            return web.Response(status=404)
+        return web.Response(text=self.target_lifecycle_state)
 
     def _signature(self) -> str:
         return self.signature if self.signature is not None else self.authority.sign(self.document)

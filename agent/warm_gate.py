@@ -1,0 +1,131 @@
+"""Keep an instance that is being prepared for, or waits in, the Auto Scaling warm pool out of
+service (docs/warm-pools.md).
+
+An instance launched into a warm pool runs its boot like any other, then is stopped (or
+hibernated, or left running) until a scale-out takes it. A Jibri started meanwhile could take a
+recording that the stop would kill. IMDSv2 says where the group means the instance to go:
+`/latest/meta-data/autoscaling/target-lifecycle-state` is `Warmed:Stopped`, `Warmed:Running`,
+`Warmed:Hibernated` or `InService` (404: the instance is in no group, so nothing holds it).
+
+`WarmGate.wait_in_service` returns once the target is InService. Until then the agent neither
+reports nor publishes JibriFree, Jibri is not started (jibri.service waits on `jibri-agent
+wait-in-service`, deploy/jibri/jibri-warm-gate.conf), and a Jibri that answers anyway is asked
+to shut down gracefully, which never stops a recording. A drain marker left from before the
+instance went back to the warm pool (reuseOnScaleIn) belongs to its previous time in service:
+once the gate has seen a Warmed target, the marker is removed when the instance returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final, Protocol
+
+from agent.identity import IdentityError, TransientImdsError
+from common.logs import Transitions, event
+
+log = logging.getLogger(__name__)
+
+TARGET_STATE_PATH: Final = "/latest/meta-data/autoscaling/target-lifecycle-state"
+IN_SERVICE: Final = "InService"
+WARMED_MARKER: Final = "warmed"
+"""In the state directory while the gate has seen a Warmed target and not yet InService."""
+
+
+class Metadata(Protocol):
+    async def get_optional(self, path: str) -> str | None: ...
+
+
+class Shutdown(Protocol):
+    async def graceful_shutdown(self) -> bool: ...
+
+
+async def target_state(imds: Metadata) -> str:
+    """Where the group means this instance to be; InService when IMDS has no such path."""
+    state = await imds.get_optional(TARGET_STATE_PATH)
+    return IN_SERVICE if state is None or not state else state
+
+
+class WarmGate:
+    """Waits until the group's target for this instance is InService (module docstring)."""
+
+    def __init__(
+        self,
+        imds: Metadata,
+        *,
+        state_dir: Path,
+        drain_marker: Path,
+        interval: float,
+        jibri_answers: Callable[[], Awaitable[bool]],
+        jibri: Shutdown,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._imds = imds
+        self._marker = state_dir / WARMED_MARKER
+        self._drain_marker = drain_marker
+        self._interval = interval
+        self._jibri_answers = jibri_answers
+        self._jibri = jibri
+        self._sleep = sleep
+        self._imds_log = Transitions(log, "instance metadata")
+        self.target: str | None = None
+        """The last target state read (None before the first answer), for /healthz."""
+
+    async def wait_in_service(self, stop: asyncio.Event) -> bool:
+        """Return True once the target is InService, False if `stop` is set first."""
+        while not stop.is_set():
+            try:
+                state = await target_state(self._imds)
+            except (TransientImdsError, IdentityError) as exc:
+                # Fail closed: an instance that cannot tell stays out of service and says so.
+                self._imds_log.failed("unanswered", f"target lifecycle state unknown ({exc})")
+            else:
+                self._imds_log.ok("answering")
+                if state != self.target:
+                    event(log, "target lifecycle state", state=state)
+                self.target = state
+                if state == IN_SERVICE:
+                    self._returned()
+                    return True
+                await self._hold(state)
+            await _wait(stop, self._interval, self._sleep)
+        return False
+
+    async def _hold(self, state: str) -> None:
+        if not self._marker.exists():
+            self._marker.parent.mkdir(parents=True, exist_ok=True)
+            self._marker.write_text(state + "\n", encoding="utf-8")
+        if await self._jibri_answers():
+            accepted = await self._jibri.graceful_shutdown()
+            event(
+                log,
+                "jibri asked to shut down: the instance is bound for the warm pool",
+                level=logging.WARNING,
+                state=state,
+                accepted=accepted,
+            )
+
+    def _returned(self) -> None:
+        if not self._marker.exists():
+            return
+        if self._drain_marker.exists():
+            self._drain_marker.unlink()
+            event(log, "drain marker from before the warm pool removed", reason="warm-pool-reuse")
+        self._marker.unlink()
+
+
+async def _wait(
+    stop: asyncio.Event, seconds: float, sleep: Callable[[float], Awaitable[None]]
+) -> None:
+    stopper = asyncio.ensure_future(stop.wait())
+    sleeper = asyncio.ensure_future(sleep(seconds))
+    try:
+        await asyncio.wait({stopper, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopper, sleeper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
