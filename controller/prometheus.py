@@ -208,9 +208,9 @@ class Metrics:
             ["pool"],
             registry=r,
         )
-        self.demand_history_minutes = Gauge(
-            f"{PREFIX}_demand_history_minutes",
-            "Minutes of demand history held (recorded or read back from CloudWatch).",
+        self.demand_history_seconds = Gauge(
+            f"{PREFIX}_demand_history_seconds",
+            "Demand history held (minutes recorded or read back from CloudWatch), in seconds.",
             ["pool"],
             registry=r,
         )
@@ -253,7 +253,7 @@ class Metrics:
             self.pool_boot_horizon_seconds,
             self.recordings_started_total,
             self.recordings_missed_total,
-            self.demand_history_minutes,
+            self.demand_history_seconds,
             self.demand_history_dropped_total,
         ):
             metric.labels(name)
@@ -273,7 +273,7 @@ class Metrics:
             self.pool_boot_horizon_seconds,
             self.recordings_started_total,
             self.recordings_missed_total,
-            self.demand_history_minutes,
+            self.demand_history_seconds,
             self.demand_history_dropped_total,
         ):
             _remove(metric, name)

@@ -200,7 +200,7 @@ class PoolDemand:
         if started:
             m.recordings_started_total.labels(name).inc(started)
         m.pool_boot_horizon_seconds.labels(name).set(self.readiness.horizon(spec))
-        m.demand_history_minutes.labels(name).set(len(self.readiness.history))
+        m.demand_history_seconds.labels(name).set(60.0 * len(self.readiness.history))
         if self.sync is not None and self.sync.dropped > self._dropped:
             m.demand_history_dropped_total.labels(name).inc(self.sync.dropped - self._dropped)
             self._dropped = self.sync.dropped

@@ -128,7 +128,7 @@ def test_history_in_cloudwatch_holds_more_free_recorders(
             "jibri_autoscaler_pool_target_part", pool="recorders", part="forecast"
         ) == float(target["forecast"])
         assert (metric("jibri_autoscaler_pool_target_free", pool="recorders") or 0) > 2
-        assert (metric("jibri_autoscaler_demand_history_minutes", pool="recorders") or 0) >= 120
+        assert (metric("jibri_autoscaler_demand_history_seconds", pool="recorders") or 0) >= 7200
         assert metric("jibri_autoscaler_pool_boot_horizon_seconds", pool="recorders") == 300.0
         assert metric("jibri_autoscaler_recordings_missed_total", pool="recorders") == 0.0
     alarms = emulator.boto3_client("cloudwatch").describe_alarms()["MetricAlarms"]

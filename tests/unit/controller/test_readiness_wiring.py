@@ -336,7 +336,7 @@ def test_readiness_series_exist_from_pool_start_and_leave_with_it() -> None:
         "pool_boot_horizon_seconds",
         "recordings_started_total",
         "recordings_missed_total",
-        "demand_history_minutes",
+        "demand_history_seconds",
         "demand_history_dropped_total",
     ]
     for name in names:
