@@ -59,7 +59,26 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     finalize.add_argument("args", nargs=argparse.REMAINDER)
+    wait = commands.add_parser(
+        "wait-in-service",
+        help="exit once IMDS says the Auto Scaling group means this instance for service "
+        "(jibri.service's ExecStartPre with a warm pool)",
+        description="Poll IMDSv2 autoscaling/target-lifecycle-state until it is InService "
+        "(or absent: no group); exit 0 then, 1 when stopped first.",
+    )
+    wait.add_argument("--imds-url", default="http://169.254.169.254", metavar="URL")
+    wait.add_argument("--interval", default=5.0, type=float, metavar="SECONDS")
     return parser
+
+
+async def _wait_in_service(imds_url: str, interval: float) -> int:
+    from agent.warm_gate import wait_in_service
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return EXIT_OK if await wait_in_service(imds_url, interval, stop) else EXIT_FAILED
 
 
 def _finalize(args: Sequence[str]) -> int:
@@ -91,6 +110,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     namespace = parser.parse_args(arguments)
     if namespace.command == "finalize":
         return _finalize(namespace.args)
+    if namespace.command == "wait-in-service":
+        logs.configure("info", "text")
+        return asyncio.run(_wait_in_service(namespace.imds_url, namespace.interval))
     try:
         settings = load_settings(vars(namespace), environ)
     except SettingsError as exc:

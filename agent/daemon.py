@@ -229,6 +229,13 @@ async def run_agent(settings: Settings, stop: asyncio.Event) -> bool:
             region=identity.region,
             source="settings" if settings.instance_id is not None else "imds",
         )
+        if settings.warm_gate:
+            # Warm pools (docs/warm-pools.md): nothing starts until the group means this
+            # instance for service, and the drain marker is read only after the gate.
+            from agent.warm_gate import hold_until_in_service
+
+            if not await hold_until_in_service(settings, session, stop):
+                return True
         agent = Agent(settings, session=session, identity=identity, metrics=metrics)
         if settings.instance_id is None:
             agent.ami_id = await image_id(session, settings.imds_url, 2.0)

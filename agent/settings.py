@@ -77,6 +77,9 @@ class Settings:
     """A leftover is adopted only once nothing in it changed for this long."""
     ready_file: Path | None = None
     """Written (atomically) with the bound listen addresses once both servers listen."""
+    warm_gate: bool = False
+    """Start nothing until IMDS says the group means this instance for service (warm pools,
+    agent/warm_gate.py)."""
 
     def upload_config(self) -> UploadConfig | None:
         """The uploader's settings, or None when uploads are off (no bucket)."""
@@ -250,6 +253,13 @@ OPTIONS: Final = (
         is_flag=True,
     ),
     _opt("fallback_namespace", "Jibri", _text, "CloudWatch namespace of JibriFree", metavar="NS"),
+    _opt(
+        "warm_gate",
+        "false",
+        _bool,
+        "warm pools: start nothing until IMDS's autoscaling/target-lifecycle-state is InService",
+        is_flag=True,
+    ),
     _opt("fallback_period", "60s", _seconds, "period of the fallback", metavar="DUR"),
     _opt(
         "fallback_after",

@@ -24,7 +24,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, Protocol
 
-from agent.identity import IdentityError, TransientImdsError
+import aiohttp
+
+from agent.drain import MARKER_NAME
+from agent.identity import IdentityError, ImdsClient, TransientImdsError
+from agent.jibri import JibriClient, Outcome
+from agent.settings import Settings
 from common.logs import Transitions, event
 
 log = logging.getLogger(__name__)
@@ -56,15 +61,17 @@ class WarmGate:
         self,
         imds: Metadata,
         *,
-        state_dir: Path,
-        drain_marker: Path,
+        state_dir: Path | None,
+        drain_marker: Path | None,
         interval: float,
-        jibri_answers: Callable[[], Awaitable[bool]],
-        jibri: Shutdown,
+        jibri_answers: Callable[[], Awaitable[bool]] | None,
+        jibri: Shutdown | None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """Without a state directory, drain marker and Jibri (`jibri-agent wait-in-service`
+        before Jibri starts) it only waits."""
         self._imds = imds
-        self._marker = state_dir / WARMED_MARKER
+        self._marker = None if state_dir is None else state_dir / WARMED_MARKER
         self._drain_marker = drain_marker
         self._interval = interval
         self._jibri_answers = jibri_answers
@@ -95,10 +102,14 @@ class WarmGate:
         return False
 
     async def _hold(self, state: str) -> None:
-        if not self._marker.exists():
+        if self._marker is not None and not self._marker.exists():
             self._marker.parent.mkdir(parents=True, exist_ok=True)
             self._marker.write_text(state + "\n", encoding="utf-8")
-        if await self._jibri_answers():
+        if (
+            self._jibri_answers is not None
+            and self._jibri is not None
+            and await self._jibri_answers()
+        ):
             accepted = await self._jibri.graceful_shutdown()
             event(
                 log,
@@ -109,9 +120,9 @@ class WarmGate:
             )
 
     def _returned(self) -> None:
-        if not self._marker.exists():
+        if self._marker is None or not self._marker.exists():
             return
-        if self._drain_marker.exists():
+        if self._drain_marker is not None and self._drain_marker.exists():
             self._drain_marker.unlink()
             event(log, "drain marker from before the warm pool removed", reason="warm-pool-reuse")
         self._marker.unlink()
@@ -129,3 +140,44 @@ async def _wait(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def hold_until_in_service(
+    settings: Settings, session: aiohttp.ClientSession, stop: asyncio.Event
+) -> bool:
+    """The agent's gate, run before anything else of the agent starts: True once InService,
+    False if stopped first. The drain marker is read only after it (by the Drainer)."""
+    jibri = JibriClient(
+        session,
+        health_url=settings.jibri_health_url,
+        shutdown_url=settings.jibri_shutdown_url,
+        timeout=settings.request_timeout,
+    )
+
+    async def answers() -> bool:
+        return (await jibri.probe()).outcome is Outcome.OK
+
+    gate = WarmGate(
+        ImdsClient(session, settings.imds_url, settings.request_timeout),
+        state_dir=settings.state_dir,
+        drain_marker=settings.state_dir / MARKER_NAME,
+        interval=settings.report_interval,
+        jibri_answers=answers,
+        jibri=jibri,
+    )
+    return await gate.wait_in_service(stop)
+
+
+async def wait_in_service(imds_url: str, interval: float, stop: asyncio.Event) -> bool:
+    """`jibri-agent wait-in-service`: jibri.service's ExecStartPre, so Jibri starts only once
+    the instance is bound for service."""
+    async with aiohttp.ClientSession() as session:
+        gate = WarmGate(
+            ImdsClient(session, imds_url, timeout=2.0),
+            state_dir=None,
+            drain_marker=None,
+            interval=interval,
+            jibri_answers=None,
+            jibri=None,
+        )
+        return await gate.wait_in_service(stop)
