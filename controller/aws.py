@@ -32,6 +32,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from controller.launches import AioScalingActivities
 from controller.model import PROTECTION_BATCH as PROTECTION_BATCH
 from controller.model import AsgInstance, AsgView
 from controller.prometheus import Metrics
@@ -53,6 +54,7 @@ AUTOSCALING_OPERATIONS: Final = (
     "RecordLifecycleActionHeartbeat",
     "CompleteLifecycleAction",
     *WARM_POOL_OPERATIONS,
+    "DescribeScalingActivities",
 )
 
 _THROTTLED = frozenset(
@@ -179,7 +181,7 @@ class AutoScaling(Protocol):
     ) -> None: ...
 
 
-class AioAutoScaling(AioWarmPools):
+class AioAutoScaling(AioWarmPools, AioScalingActivities):
     """`AutoScaling` (and `WarmPoolApi`, controller.warm_pool_api) over an aiobotocore client."""
 
     SERVICE: Final = "autoscaling"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, runtime_checkable
 
 from common.logs import event
-from controller.model import Condition
+from controller.model import Condition, Observed
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient
@@ -244,10 +244,34 @@ class LaunchTracker:
             older = [a for a in page.activities if a.started < floor]
             fresh += [a for a in page.activities if a.started >= floor]
             token = page.next_token
-            if older or not token or self._cursor is None:
+            if older or not token:
                 break
         self.fold(fresh, now)
         return self.health
+
+    async def observe(
+        self, api: object, group: str, observed: Observed, now: float, wall: float
+    ) -> Observed:
+        """`observed` with the launch streak after this pass's read. A client without
+        scaling activities leaves it as it is; a failed read keeps the last streak (logged):
+        scaling must not wait on it."""
+        from controller.aws import AwsError  # aws.py mixes AioScalingActivities in
+
+        if not isinstance(api, ScalingActivities):
+            return observed
+        try:
+            health = await self.read(api, group, now, wall)
+        except AwsError as exc:
+            event(
+                log,
+                "scaling activities unread",
+                level=logging.WARNING,
+                pool=self.pool,
+                kind=exc.kind,
+                error=str(exc),
+            )
+            health = self.health.settle(now)
+        return replace(observed, launches=health)
 
     def fold(self, activities: list[ScalingActivity], now: float) -> None:
         """Settle the final launch activities not yet seen, oldest first, and move the cursor

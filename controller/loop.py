@@ -44,6 +44,7 @@ from controller.actuation import ActuationStatus
 from controller.actuator import ActuationError
 from controller.aws import AutoScaling, AwsError, TerminationHook
 from controller.demand.service import PoolDemand
+from controller.launches import LaunchTracker
 from controller.model import AsgView, InstanceState, Observed, Plan
 from controller.observe import PoolMemory, observe, read_group
 from controller.spec import JibriPool, PoolSpec
@@ -139,6 +140,7 @@ class PoolRunner:
     def __init__(self, pool: JibriPool, controller: Controller, *, started_at: float) -> None:
         self.memory = PoolMemory(started_at=started_at)
         self.actuation = ActuationStatus()
+        self.launches = LaunchTracker(pool.name, controller.metrics)
         self.snapshot = PoolSnapshot(pool, added_at=started_at)
         self.demand = PoolDemand(
             pool.name,
@@ -261,6 +263,8 @@ class PoolRunner:
             wall_time=c.wall_clock(),
         )
         observed = self.demand.before_plan(spec, observed)
+        group = spec.autoScalingGroupName
+        observed = await self.launches.observe(autoscaling, group, observed, now, c.wall_clock())
         for extra in c.plan_inputs:
             observed = extra.before_plan(spec, observed, self.name)
         # `observed` is a snapshot the server no longer touches: safe to plan on in a thread.

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from controller.aws import PROTECTION_BATCH, AwsError, TerminationHook
+from controller.launches import ActivityPage, ScalingActivity
 from controller.model import AsgInstance, AsgView
 from controller.warm_pool_api import WarmInstance, WarmPoolConfig, WarmPoolView
 
@@ -37,6 +39,12 @@ class FakeGroup:
     tags: dict[str, str] = field(default_factory=dict)
     from_warm: list[str] = field(default_factory=list)
     """Instances that came into service from the warm pool, in order."""
+    activities: list[ScalingActivity] = field(default_factory=list)
+    """Scaling activities, newest first, as DescribeScalingActivities lists them (moto
+    returns none): a launch adds a Successful one, or a Failed one per missing instance
+    while `launch_failure` holds AWS's StatusMessage."""
+    launch_failure: str | None = None
+    wall: Callable[[], float] = time.time
 
     def launch(self, count: int) -> list[str]:
         ids: list[str] = []
@@ -79,13 +87,25 @@ class FakeGroup:
     def settle(self) -> None:
         """Launch or remove (unprotected, newest first) instances to match desired."""
         live = [i for i in self.instances.values() if i.lifecycle_state == "InService"]
-        if len(live) < self.desired:
-            self.launch(self.desired - len(live))
+        if len(live) < self.desired and self.launch_failure is not None:
+            for _ in range(self.desired - len(live)):
+                self.record("Failed", self.launch_failure)
+        elif len(live) < self.desired:
+            for instance_id in self.launch(self.desired - len(live)):
+                self.record("Successful", f"Launching a new EC2 instance: {instance_id}")
         self.fill_warm()
         for instance in reversed([i for i in live if not i.protected]):
             if len(self.instances) <= self.desired:
                 break
             del self.instances[instance.instance_id]
+
+    def record(self, status: str, message: str) -> ScalingActivity:
+        """Add a launch activity (newest first), as AWS would after an attempt."""
+        activity = ScalingActivity(
+            f"act-{next(_ids):x}", status, message, "Launching a new EC2 instance", self.wall()
+        )
+        self.activities.insert(0, activity)
+        return activity
 
 
 @dataclass(frozen=True)
@@ -101,6 +121,8 @@ class FakeAutoScaling:
         self.groups: dict[str, FakeGroup] = {}
         self.calls: list[Call] = []
         self.failures: dict[str, AwsError] = {}
+        self.activity_page = 100
+        """DescribeScalingActivities' page size (AWS's MaxRecords, at most 100)."""
 
     def add_group(self, name: str, *, min_size: int, max_size: int, desired: int) -> list[str]:
         group = FakeGroup(name, min_size, max_size, desired)
@@ -204,6 +226,15 @@ class FakeAutoScaling:
     async def delete_group_tag(self, name: str, key: str) -> None:
         self._enter("DeleteTags", name, key)
         self._group("DeleteTags", name).tags.pop(key, None)
+
+    async def scaling_activities(self, name: str, token: str | None) -> ActivityPage:
+        """DescribeScalingActivities, newest first, `activity_page` a page (NextToken an
+        offset, opaque to the caller)."""
+        self._enter("DescribeScalingActivities", name, token)
+        listed = self._group("DescribeScalingActivities", name).activities
+        start = int(token) if token else 0
+        end = start + self.activity_page
+        return ActivityPage(tuple(listed[start:end]), str(end) if end < len(listed) else None)
 
     async def termination_hooks(self, name: str) -> tuple[TerminationHook, ...]:
         self._enter("DescribeLifecycleHooks", name)
