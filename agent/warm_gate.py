@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, Protocol
@@ -38,6 +39,9 @@ TARGET_STATE_PATH: Final = "/latest/meta-data/autoscaling/target-lifecycle-state
 IN_SERVICE: Final = "InService"
 WARMED_MARKER: Final = "warmed"
 """In the state directory while the gate has seen a Warmed target and not yet InService."""
+NO_IMDS_SECONDS: Final = 30.0
+"""`wait-in-service` lets Jibri start when no metadata service answered for this long (the
+agent installed on a host off EC2); an IMDS that answers with an error keeps it waiting."""
 
 
 class Metadata(Protocol):
@@ -67,9 +71,13 @@ class WarmGate:
         jibri_answers: Callable[[], Awaitable[bool]] | None,
         jibri: Shutdown | None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        open_without_imds_after: int | None = None,
     ) -> None:
         """Without a state directory, drain marker and Jibri (`jibri-agent wait-in-service`
-        before Jibri starts) it only waits."""
+        before Jibri starts) it only waits. `open_without_imds_after`: open after that many
+        polls if no metadata service ever answered (a host off EC2 is in no warm pool)."""
+        self._open_without_imds_after = open_without_imds_after
+        self._unanswered = 0
         self._imds = imds
         self._marker = None if state_dir is None else state_dir / WARMED_MARKER
         self._drain_marker = drain_marker
@@ -89,6 +97,14 @@ class WarmGate:
             except (TransientImdsError, IdentityError) as exc:
                 # Fail closed: an instance that cannot tell stays out of service and says so.
                 self._imds_log.failed("unanswered", f"target lifecycle state unknown ({exc})")
+                # Only silence counts: an IMDS that answers at all is on EC2.
+                silent = isinstance(exc.__cause__, aiohttp.ClientConnectionError | TimeoutError)
+                if silent and self.target is None:
+                    self._unanswered += 1
+                limit = self._open_without_imds_after
+                if limit is not None and self._unanswered >= limit:
+                    event(log, "no instance metadata service: not on EC2, in no warm pool")
+                    return True
             else:
                 self._imds_log.ok("answering")
                 if state != self.target:
@@ -179,5 +195,6 @@ async def wait_in_service(imds_url: str, interval: float, stop: asyncio.Event) -
             interval=interval,
             jibri_answers=None,
             jibri=None,
+            open_without_imds_after=max(1, math.ceil(NO_IMDS_SECONDS / interval)),
         )
         return await gate.wait_in_service(stop)

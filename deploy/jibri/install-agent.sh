@@ -67,6 +67,9 @@ if [ ! -f /etc/jibri-agent/agent.env ]; then
     install -m 0640 -o root -g jibri "$HERE/agent.env" /etc/jibri-agent/agent.env
 fi
 install -m 0644 "$ROOT/deploy/systemd/jibri-agent.service" /etc/systemd/system/jibri-agent.service
+# Warm pools: Jibri waits until the instance is bound for service (docs/warm-pools.md).
+install -d -m 0755 /etc/systemd/system/jibri.service.d
+install -m 0644 "$HERE/jibri-warm-gate.conf" /etc/systemd/system/jibri.service.d/warm-gate.conf
 systemctl daemon-reload
 systemctl restart jibri.service
 echo "install-agent: done; Jibri restarted with $JIBRI_CONF_DIR/jibri-agent.conf"

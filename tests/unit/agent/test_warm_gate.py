@@ -15,7 +15,7 @@ import pytest
 from agent.identity import ImdsClient
 from agent.warm_gate import WARMED_MARKER, WarmGate
 from tests.support.fake_imds import TARGET_STATE_PATH, FakeImds
-from tests.support.loopback import serving
+from tests.support.loopback import free_port, serving
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Rig:
     jibri: FakeJibri
     state_dir: Path
     gate: Callable[[Script], WarmGate]
+    client: ImdsClient
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                 sleep=script.sleep,
             )
 
-        yield Rig(imds, jibri, tmp_path, gate)
+        yield Rig(imds, jibri, tmp_path, gate, client)
 
 
 async def test_an_instance_in_no_group_is_in_service_at_once(rig: Rig) -> None:
@@ -138,3 +139,32 @@ async def test_a_warmed_marker_outlives_a_stop(rig: Rig) -> None:
     again = Script(rig.imds, [])
     assert await rig.gate(again).wait_in_service(again.stop)
     assert not (rig.state_dir / "drain.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("refused", "opens"),
+    [
+        pytest.param(True, True, id="no-imds-at-all"),
+        pytest.param(False, False, id="imds-answers-500"),
+    ],
+)
+async def test_without_any_metadata_service_the_jibri_gate_opens(
+    rig: Rig, refused: bool, opens: bool
+) -> None:
+    """Off EC2 (nothing listens) the ExecStartPre gate opens after its polls; an IMDS that
+    answers with errors keeps it shut."""
+    rig.imds.target_status = 500
+    script = Script(rig.imds, ["Warmed:Stopped"] * 5)
+    async with aiohttp.ClientSession() as session:
+        nowhere = ImdsClient(session, f"http://127.0.0.1:{free_port()}", timeout=2.0)
+        gate = WarmGate(
+            nowhere if refused else rig.client,
+            state_dir=None,
+            drain_marker=None,
+            interval=5.0,
+            jibri_answers=None,
+            jibri=None,
+            sleep=script.sleep,
+            open_without_imds_after=3,
+        )
+        assert await gate.wait_in_service(script.stop) is opens
