@@ -42,7 +42,7 @@ S3_ACTIONS = {
 # Auto Scaling and CloudWatch operations without resource-level permissions.
 UNSCOPED = {"DescribeAutoScalingGroups", "DescribeAutoScalingInstances", "DescribeLifecycleHooks"}
 UNSCOPED |= {"DescribePolicies", "DescribeAlarms", "PutMetricData", "GetMetricData"}
-UNSCOPED |= {"DescribeWarmPool", "DescribeTags"}
+UNSCOPED |= {"DescribeWarmPool", "DescribeTags", "DescribeScalingActivities"}
 
 
 def stack(**parameters: str) -> Resolver:
