@@ -1,4 +1,4 @@
-"""`python -m bench.sim`: simulate one day of recording demand under every policy."""
+"""`python -m bench.sim`: simulate days of recording demand under every policy."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from pydantic import ValidationError
 
 from bench.sim.demand import DayShape, TraceError, load_trace, peak_concurrency, synthetic_day
 from bench.sim.fleet import WorldSettings
+from bench.sim.history import Backfill, backfill, load_history
 from bench.sim.learned_schedule import BASES, ScheduleSettings, schedule_yaml
 from bench.sim.policies.forecast import ForecastSettings
-from bench.sim.report import as_json, plot, table
+from bench.sim.policies.planner import SIMULATED_DATE, ControllerSettings
+from bench.sim.report import as_json, day_table, plot, table
 from bench.sim.runner import LEARNED, ORACLE, POLICIES, WHAT_IF, Scenario, run_all, schedule_spec
+from bench.sim.week import WeekShape, joined, synthetic_week
 from bench.sim.schedule_rules import MIN_RULE_BUDGET
 from controller.spec import ConfigError, PoolSpec, load_desired_state
 
@@ -34,7 +37,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("config/desired-state.yaml"))
     p.add_argument("--pool", help="pool name in the config (default: the first)")
     p.add_argument("--trace", type=Path, help="CSV of start_seconds,duration_seconds")
-    p.add_argument("--recordings", type=int, default=10_000, help="synthetic day size")
+    p.add_argument(
+        "--history",
+        type=Path,
+        nargs="+",
+        metavar="DAY.csv",
+        help="previous days of demand, oldest first (each from start_seconds 0): the planner's "
+        "demand history, as the controller's CloudWatch backfill would load it",
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        help="a synthetic run of this many days from a Monday (weekday/weekend shape, "
+        "day-to-day noise, bursts at :00/:30 and :15/:45): the first are the planner's "
+        "history, the last --score days are simulated and scored",
+    )
+    p.add_argument("--score", type=int, default=3, help="with --days: days scored (default 3)")
+    p.add_argument(
+        "--surprise-day",
+        type=int,
+        help="with --days: the day (1-based) with an unannounced burst (default: the last; "
+        "0: none)",
+    )
+    p.add_argument(
+        "--surprise-share",
+        type=float,
+        default=WeekShape.surprise_share,
+        help="with --days: the unannounced burst's requests as a share of a weekday's "
+        "recordings (default %(default)s)",
+    )
+    p.add_argument(
+        "--recordings",
+        type=int,
+        help="synthetic day size (default 10000; with --days 3000 per weekday)",
+    )
     p.add_argument("--hours", type=float, help="length of the run (default: 24, or the trace)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument(
@@ -49,6 +85,31 @@ def _parser() -> argparse.ArgumentParser:
         help="override the pool's scaleIn.idleFor (e.g. 1m or 60)",
     )
     p.add_argument("--grace", type=float, default=30.0, help="seconds a request waits")
+    p.add_argument(
+        "--warm-pool",
+        action="store_true",
+        help="the group has a Stopped warm pool, and the pool's spec a warmPool",
+    )
+    p.add_argument("--warm-start-mean", type=float, default=WorldSettings.warm_start_mean)
+    p.add_argument("--warm-start-spread", type=float, default=WorldSettings.warm_start_spread)
+    p.add_argument(
+        "--warm-cost",
+        type=float,
+        default=WorldSettings.warm_cost,
+        help="a stopped warmed instance's hourly price as a share of a running one's "
+        "(default %(default)s: EBS only)",
+    )
+    p.add_argument("--warm-min-size", type=int, default=0, help="warmPool.minSize")
+    p.add_argument(
+        "--warm-max-prepared",
+        type=int,
+        help="warmPool.maxPreparedCapacity (default: none, i.e. the group's max)",
+    )
+    p.add_argument(
+        "--jicofo",
+        action="store_true",
+        help="spec.demand.jicofo: the planner's history also counts the requests missed",
+    )
     p.add_argument("--boot-mean", type=float, default=90.0)
     p.add_argument("--boot-spread", type=float, default=30.0)
     p.add_argument(
@@ -130,6 +191,13 @@ def _spec(args: argparse.Namespace, peak: int) -> tuple[str, PoolSpec, str | Non
     note = None
     if args.target_free is not None:
         document["targetFree"] = args.target_free
+    if args.warm_pool:
+        document["warmPool"] = {
+            "minSize": args.warm_min_size,
+            "maxPreparedCapacity": args.warm_max_prepared,
+            "state": "Stopped",
+        }
+
     if args.idle_for is not None:
         document["scaleIn"]["idleFor"] = args.idle_for
     target_free = document["targetFree"]
@@ -199,8 +267,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         basis=args.schedule_basis,
         headroom=args.schedule_headroom,
     )
-    if args.recordings <= 0 or (args.hours is not None and args.hours <= 0):
+    if (args.recordings is not None and args.recordings <= 0) or (
+        args.hours is not None and args.hours <= 0
+    ):
         return _fail("--recordings and --hours must be positive")
+    if args.days is not None:
+        if args.trace or args.history or args.hours is not None:
+            return _fail("--days makes its own days: it takes no --trace, --history or --hours")
+        if not 1 <= args.score < args.days:
+            return _fail("--days needs at least one day of history before the --score days")
+        if args.surprise_day is not None and not 0 <= args.surprise_day <= args.days:
+            return _fail(f"--surprise-day must lie in 0..{args.days}")
+    if args.warm_pool and (
+        args.warm_start_mean - args.warm_start_spread < 0 or not 0 <= args.warm_cost <= 1
+    ):
+        return _fail("warm starts must not be negative and --warm-cost must lie in [0, 1]")
     if (
         args.boot_mean - args.boot_spread < 0
         or args.grace < 0
@@ -212,9 +293,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--forecast-safety must be positive"
         )
     started = time.perf_counter()
+    history: Backfill | None = None
+    epoch = SIMULATED_DATE.timestamp()
+    labels: tuple[str, ...] = ()
     try:
         reference = None
-        if args.trace:
+        if args.days is not None:
+            surprise = args.days if args.surprise_day is None else args.surprise_day or None
+            week = synthetic_week(
+                args.days,
+                WeekShape(
+                    recordings=args.recordings or WeekShape.recordings,
+                    surprise_day=surprise,
+                    surprise_share=args.surprise_share,
+                ),
+                args.seed,
+            )
+            learned, scored = week[: -args.score], week[-args.score :]
+            recordings = joined(scored)
+            hours = 24.0 * len(scored)
+            epoch = scored[0].date.timestamp()
+            history = backfill([d.recordings for d in learned], epoch)
+            weekdays = [d for d in learned if d.date.weekday() < 5]
+            reference = (weekdays or list(learned))[-1].recordings
+            labels = tuple(
+                f"day {d.number} {d.weekday} {d.date:%Y-%m-%d}"
+                + (f", unannounced burst of {d.surprise}" if d.surprise else "")
+                for d in scored
+            )
+            source = (
+                f"synthetic week, days {scored[0].number}-{scored[-1].number} of {args.days} "
+                f"scored ({len(learned)} days of history; about "
+                f"{args.recordings or WeekShape.recordings} recordings a weekday)"
+            )
+        elif args.trace:
             recordings = load_trace(args.trace)
             hours = args.hours or max(r.end for r in recordings) / 3600.0
             source = str(args.trace)
@@ -222,10 +334,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reference = load_trace(args.reference)
         else:
             hours = args.hours or 24.0
-            shape = DayShape(recordings=args.recordings, hours=hours)
+            size = args.recordings or 10_000
+            shape = DayShape(recordings=size, hours=hours)
             recordings = synthetic_day(shape, args.seed)
             reference = synthetic_day(shape, args.seed + 1_000_003)
-            source = f"synthetic day, {args.recordings} expected recordings"
+            source = f"synthetic day, {size} expected recordings"
+        if args.history:
+            days = load_history(args.history)
+            history = backfill(days, epoch)
+            if args.reference is None:
+                reference = days[-1]
+            source += f"; history of {len(days)} previous days ({history.requests} requests)"
         if reference is None and not chosen:
             names = tuple(n for n in names if n not in LEARNED)
             skipped = f"{', '.join(LEARNED)} skipped: it learns from --reference PREVIOUS_DAY.csv"
@@ -239,7 +358,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, TraceError, KeyError, ValueError) as exc:
         message = f"no pool named {exc}" if isinstance(exc, KeyError) else str(exc)
         return _fail(message)
-    world = WorldSettings(boot_mean=args.boot_mean, boot_spread=args.boot_spread, grace=args.grace)
+    world = WorldSettings(
+        boot_mean=args.boot_mean,
+        boot_spread=args.boot_spread,
+        grace=args.grace,
+        warm_pool=args.warm_pool,
+        warm_start_mean=args.warm_start_mean,
+        warm_start_spread=args.warm_start_spread,
+        warm_cost=args.warm_cost,
+        warm_min_size=args.warm_min_size,
+        warm_max_prepared=args.warm_max_prepared,
+    )
     scenario = Scenario(
         spec=spec,
         recordings=recordings,
@@ -249,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reference=reference,
         forecast=ForecastSettings(safety=args.forecast_safety, headroom=args.forecast_headroom),
         schedule=learning,
+        controller=ControllerSettings(epoch=epoch, history=history, jicofo=args.jicofo),
+        day_labels=labels,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     if "planner-schedule" in names:
@@ -287,8 +418,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if line:
             print(line)
     print()
-    print(table(results, args.grace))
+    print(table(results, args.grace, world.warm_cost if args.warm_pool else 0.0))
     print()
+    if len(results[0].days) > 1 or history is not None:
+        print(day_table(scenario, results))
+        print()
     for r in results:
         if r.name.startswith("planner"):
             extra = r.extra

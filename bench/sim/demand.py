@@ -41,6 +41,8 @@ class DayShape:
     on_the_hour: float = 0.35
     """Share of each hour's recordings that start in a burst just after the full hour."""
     on_the_half_hour: float = 0.10
+    burst_offset: float = 0.0
+    """Seconds after the full and half hour at which the bursts start (900: :15 and :45)."""
     burst_spread: float = 60.0
     """Mean delay (s) between a meeting's start and its recording request; capped at 5x."""
     median_duration: float = 1800.0
@@ -96,8 +98,9 @@ def synthetic_day(shape: DayShape, seed: int) -> tuple[Recording, ...]:
         expected = weight * scale
         base = hour * 3600.0
         for offset, share in ((0.0, shape.on_the_hour), (1800.0, shape.on_the_half_hour)):
+            at = base + offset + shape.burst_offset
             for _ in range(_poisson(rng, expected * share)):
-                starts.append(base + offset + min(cap, rng.expovariate(1.0 / shape.burst_spread)))
+                starts.append(at + min(cap, rng.expovariate(1.0 / shape.burst_spread)))
         steady = expected * (1.0 - shape.on_the_hour - shape.on_the_half_hour)
         if steady > 0:
             t = base + rng.expovariate(steady / 3600.0)

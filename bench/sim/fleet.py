@@ -12,6 +12,11 @@ What it models, because the comparison depends on it:
   that is recording, or that starts one before it dies, is a busy termination.
 - Jicofo hands a request to the first idle Jibri in join order (its JibriDetector picks the
   first available instance); with none idle the request waits up to `grace`, then is missed.
+- With a warm pool (`warm_pool`), the group keeps max(minSize, maxPreparedCapacity - desired)
+  instances outside it, launched (a cold boot, billed in full) and then stopped (billed at
+  `warm_cost` of a running instance: EBS only). A rise in desired capacity draws on them
+  first (a warm start), then launches cold; scale-in terminates (no reuseOnScaleIn).
+- Costs and counts are kept per day of the run (a request by the day it arrived).
 """
 
 from __future__ import annotations
@@ -47,6 +52,15 @@ class WorldSettings:
     grace: float = 30.0
     """How long a request waits for a recorder before it counts as missed."""
     sample_period: float = 60.0
+    warm_pool: bool = False
+    warm_start_mean: float = 30.0
+    warm_start_spread: float = 10.0
+    """A warmed instance drawn into the group is ready after a uniform draw in this range."""
+    warm_cost: float = 0.02
+    """Price of a stopped warmed instance per hour, as a share of a running one's (EBS)."""
+    warm_min_size: int = 0
+    warm_max_prepared: int | None = None
+    """Group plus warm pool at most (AWS's MaxGroupPreparedCapacity); None: the group's max."""
 
 
 class Event(StrEnum):
@@ -73,6 +87,11 @@ class Instance:
     """A termination decision was taken while it recorded, or it recorded after one."""
     prebooted: bool = False
     """Running since before the simulated day began."""
+    warm: str | None = None
+    """In the warm pool: PENDING (booting, to be stopped) or STOPPED; None once in the group."""
+    billed_at: float = 0.0
+    token: int = 0
+    """Bumped when the instance's ready time changes, so a superseded callback does nothing."""
 
     @property
     def available(self) -> bool:
@@ -97,6 +116,21 @@ class Sample:
     busy: int
 
 
+DAY = 86_400.0
+STOPPED = "Stopped"
+
+
+@dataclass
+class DayTally:
+    requests: int = 0
+    missed: int = 0
+    lost: int = 0
+    busy_terminations: int = 0
+    instance_seconds: float = 0.0
+    warm_seconds: float = 0.0
+    """Seconds of stopped warmed instances (billed at warm_cost)."""
+
+
 @dataclass
 class Tally:
     requests: int = 0
@@ -112,8 +146,33 @@ class Tally:
     rejected_calls: int = 0
     """API calls AWS would refuse (e.g. a decrement below min)."""
     instance_seconds: float = 0.0
+    warm_seconds: float = 0.0
+    warm_launches: int = 0
+    warm_starts: int = 0
+    """Instances drawn from the warm pool into the group."""
+    days: dict[int, DayTally] = field(default_factory=dict)
     waits: list[float] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+
+    def day(self, t: float) -> DayTally:
+        key = int(t // DAY)
+        found = self.days.get(key)
+        if found is None:
+            found = self.days[key] = DayTally()
+        return found
+
+    def bill(self, start: float, end: float, *, warm: bool) -> None:
+        """Add [start, end) of one instance to the days it spans."""
+        while start < end:
+            stop = min(end, (int(start // DAY) + 1) * DAY)
+            day = self.day(start)
+            if warm:
+                day.warm_seconds += stop - start
+                self.warm_seconds += stop - start
+            else:
+                day.instance_seconds += stop - start
+                self.instance_seconds += stop - start
+            start = stop
 
 
 def instance_id_for(seq: int) -> str:
@@ -139,6 +198,8 @@ class SimulatedWorld:
         self.desired = min_size
         self.rng = rng
         self.instances: dict[str, Instance] = {}
+        self.warm: dict[str, Instance] = {}
+        """The warm pool: instances outside the group, in launch order."""
         self.listener: Listener | None = None
         self.tally = Tally()
         self._rows: dict[str, AsgInstance] = {}
@@ -155,7 +216,11 @@ class SimulatedWorld:
         for _ in range(self.desired):
             instance = self._launch(booted=True)
             instance.prebooted = True
-            self._boot(instance)
+            self._boot(instance, instance.token)
+        if self.settings.warm_pool:
+            for _ in range(self._warm_wanted()):
+                instance = self._launch(booted=True, warm=True)
+                instance.warm = STOPPED
         self.sim.every(self.settings.sample_period, self._sample)
 
     def live(self) -> list[Instance]:
@@ -204,14 +269,82 @@ class SimulatedWorld:
         live = self.live()
         if len(live) < self.desired:
             for _ in range(self.desired - len(live)):
-                self._launch(booted=False)
+                if not self._draw_warm():
+                    self._launch(booted=False)
         elif len(live) > self.desired:
             unprotected = [i for i in live if not i.protected]
             excess = min(len(live) - self.desired, len(unprotected))
             for victim in self.rng.sample(unprotected, excess):
                 self._begin_termination(victim)
+        if self.settings.warm_pool:
+            self._fill_warm()
 
-    def _launch(self, *, booted: bool) -> Instance:
+    # --- the warm pool ------------------------------------------------------------------------
+
+    def _warm_wanted(self) -> int:
+        s = self.settings
+        prepared = self.max_size if s.warm_max_prepared is None else s.warm_max_prepared
+        return max(s.warm_min_size, prepared - self.desired)
+
+    def _fill_warm(self) -> None:
+        """Launch into the warm pool, or terminate stopped warmed instances, to its size."""
+        wanted = self._warm_wanted()
+        for _ in range(wanted - len(self.warm)):
+            self._launch(booted=False, warm=True)
+        if len(self.warm) > wanted:
+            surplus = len(self.warm) - wanted
+            # The newest go first, those still booting before those stopped.
+            for instance in sorted(self.warm.values(), key=lambda i: (i.warm == STOPPED, -i.seq)):
+                if surplus == 0:
+                    break
+                del self.warm[instance.instance_id]
+                self.tally.bill(instance.billed_at, self.sim.now, warm=instance.warm == STOPPED)
+                surplus -= 1
+
+    def _draw_warm(self) -> bool:
+        """Move a warmed instance into the group (a stopped one first); False if none."""
+        if not self.warm:
+            return False
+        instance = min(self.warm.values(), key=lambda i: (i.warm != STOPPED, i.seq))
+        del self.warm[instance.instance_id]
+        now, s = self.sim.now, self.settings
+        start = max(
+            1.0,
+            self.rng.uniform(
+                s.warm_start_mean - s.warm_start_spread, s.warm_start_mean + s.warm_start_spread
+            ),
+        )
+        if instance.warm == STOPPED:
+            self.tally.bill(instance.billed_at, now, warm=True)
+            instance.billed_at = now
+        # One still booting into the warm pool goes on into service when its boot ends.
+        instance.ready_at = max(instance.ready_at, now + start)
+        instance.warm = None
+        instance.token += 1
+        self.instances[instance.instance_id] = instance
+        self._row(instance)
+        self.tally.warm_starts += 1
+        self.sim.at(instance.ready_at, self._boot, instance, instance.token)
+        return True
+
+    def _warmed(self, instance: Instance, token: int) -> None:
+        """A warm-pool launch has booted: the instance stops and waits, billed at warm_cost."""
+        if instance.token != token or self.warm.get(instance.instance_id) is not instance:
+            return
+        self.tally.bill(instance.billed_at, self.sim.now, warm=False)
+        instance.billed_at = self.sim.now
+        instance.warm = STOPPED
+
+    def warm_view(self) -> tuple[tuple[str, str], ...]:
+        """(instance id, DescribeWarmPool lifecycle state) of the warm pool's instances."""
+        return tuple(
+            (i.instance_id, "Warmed:Stopped" if i.warm == STOPPED else "Warmed:Pending")
+            for i in self.warm.values()
+        )
+
+    # --- launches -----------------------------------------------------------------------------
+
+    def _launch(self, *, booted: bool, warm: bool = False) -> Instance:
         self._seq += 1
         boot = 0.0
         if not booted:
@@ -220,16 +353,23 @@ class SimulatedWorld:
                 1.0, self.rng.uniform(s.boot_mean - s.boot_spread, s.boot_mean + s.boot_spread)
             )
         now = self.sim.now
-        instance = Instance(instance_id_for(self._seq), self._seq, now, now + boot)
+        instance = Instance(instance_id_for(self._seq), self._seq, now, now + boot, billed_at=now)
+        self.tally.launches += 1
+        if warm:
+            instance.warm = "Pending"
+            self.warm[instance.instance_id] = instance
+            self.tally.warm_launches += 1
+            if not booted:
+                self.sim.at(instance.ready_at, self._warmed, instance, instance.token)
+            return instance
         self.instances[instance.instance_id] = instance
         self._row(instance)
-        self.tally.launches += 1
         if not booted:
-            self.sim.at(instance.ready_at, self._boot, instance)
+            self.sim.at(instance.ready_at, self._boot, instance, instance.token)
         return instance
 
-    def _boot(self, instance: Instance) -> None:
-        if instance.instance_id not in self.instances:
+    def _boot(self, instance: Instance, token: int) -> None:
+        if instance.instance_id not in self.instances or instance.token != token:
             return
         if instance.lifecycle == PENDING:
             instance.lifecycle = IN_SERVICE
@@ -246,16 +386,19 @@ class SimulatedWorld:
         self.sim.after(self.settings.shutdown_delay, self._kill, instance)
 
     def _kill(self, instance: Instance) -> None:
+        today = self.tally.day(self.sim.now)
         if instance.recording is not None:
             self.tally.lost += 1
+            today.lost += 1
             self._busy -= 1
             instance.recording = None
         if instance.doomed_busy:
             self.tally.busy_terminations += 1
+            today.busy_terminations += 1
         instance.jibri_up = False
         del self.instances[instance.instance_id]
         del self._rows[instance.instance_id]
-        self.tally.instance_seconds += self.sim.now - instance.launched_at
+        self.tally.bill(instance.billed_at, self.sim.now, warm=False)
         self._notify(instance, Event.GONE)
 
     def _row(self, instance: Instance) -> None:
@@ -295,6 +438,7 @@ class SimulatedWorld:
 
     def request(self, recording: Recording) -> None:
         self.tally.requests += 1
+        self.tally.day(recording.start).requests += 1
         instance = self._pick()
         if instance is not None:
             self.tally.waits.append(0.0)
@@ -322,6 +466,7 @@ class SimulatedWorld:
 
     def _missed(self, recording: Recording) -> None:
         self.tally.missed += 1
+        self.tally.day(recording.start).missed += 1
         if recording.start % BOUNDARY_PERIOD < BOUNDARY_WINDOW:
             self.tally.missed_near_boundary += 1
         self.tally.waits.append(float("inf"))
@@ -363,4 +508,6 @@ class SimulatedWorld:
         """Close the books at the end of the run: bill the instances still running."""
         now = self.sim.now
         for instance in self.instances.values():
-            self.tally.instance_seconds += now - instance.launched_at
+            self.tally.bill(instance.billed_at, now, warm=False)
+        for instance in self.warm.values():
+            self.tally.bill(instance.billed_at, now, warm=instance.warm == STOPPED)

@@ -12,10 +12,13 @@ ready sooner than a boot after its launch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.sim.demand import Recording, concurrency_steps
+
+DAY = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class OracleResult:
     instance_seconds: float
     capacity: tuple[tuple[float, int], ...]
     """Recorders up (booting, idle or busy) sampled every `sample_period` seconds."""
+    per_day: tuple[float, ...] = ()
+    """instance_seconds split by day of the run (a boot before time 0 counts in the first)."""
 
 
 def oracle(
@@ -65,7 +70,21 @@ def oracle(
     for start in on_since.values():
         cost += until - start
         spells.append((start, until))
-    return OracleResult(cost, _sample(spells, until, sample_period))
+    return OracleResult(cost, _sample(spells, until, sample_period), _per_day(spells, until))
+
+
+def _per_day(spells: list[tuple[float, float]], until: float) -> tuple[float, ...]:
+    days = [0.0] * max(1, math.ceil(until / DAY))
+    for start, end in spells:
+        if start < 0.0:
+            days[0] += -start
+            start = 0.0
+        while start < end:
+            k = min(len(days) - 1, int(start // DAY))
+            stop = min(end, (k + 1) * DAY) if k < len(days) - 1 else end
+            days[k] += stop - start
+            start = stop
+    return tuple(days)
 
 
 def _sample(

@@ -9,11 +9,74 @@ from pathlib import Path
 from typing import Any
 
 from bench.sim.demand import Recording, concurrency_steps
-from bench.sim.runner import ORACLE, PolicyResult, Scenario
+from bench.sim.runner import ORACLE, DayResult, PolicyResult, Scenario
 
 
 def _oracle_hours(results: Sequence[PolicyResult]) -> float | None:
     return next((r.instance_hours for r in results if r.name == ORACLE), None)
+
+
+def cost_hours(instance_hours: float, warm_hours: float, warm_cost: float) -> float:
+    """Running instance-hours plus stopped warmed hours at their price (a share of running)."""
+    return instance_hours + warm_cost * warm_hours
+
+
+def _ratio(cost: float, oracle: float | None) -> float | None:
+    return round(cost / oracle, 3) if oracle else None
+
+
+def _day_rows(
+    scenario: Scenario, result: PolicyResult, oracle: PolicyResult | None
+) -> list[dict[str, Any]]:
+    warm_cost = scenario.world.warm_cost
+    rows = []
+    for k, day in enumerate(result.days):
+        cost = cost_hours(day.instance_hours, day.warm_hours, warm_cost)
+        base = oracle.days[k].instance_hours if oracle and k < len(oracle.days) else None
+        rows.append(
+            {
+                "day": k + 1,
+                "label": scenario.day_labels[k] if k < len(scenario.day_labels) else "",
+                "requests": day.requests,
+                "missed": day.missed,
+                "missedPercent": round(100.0 * day.missed / day.requests, 3)
+                if day.requests
+                else 0.0,
+                "instanceHours": round(day.instance_hours, 2),
+                "warmPoolHours": round(day.warm_hours, 2),
+                "costHours": round(cost, 2),
+                "ratioToOracle": _ratio(cost, base),
+                "lost": day.lost,
+                "busyTerminations": day.busy_terminations,
+            }
+        )
+    return rows
+
+
+def day_table(scenario: Scenario, results: Sequence[PolicyResult]) -> str:
+    """Per simulated day: each policy's misses and cost against the oracle's."""
+    oracle = next((r for r in results if r.name == ORACLE), None)
+    policies = [r for r in results if r.name != ORACLE]
+    header = ("day", *(r.name for r in policies))
+    rows: list[tuple[str, ...]] = [header]
+    for k in range(len(results[0].days)):
+        label = scenario.day_labels[k] if k < len(scenario.day_labels) else f"day {k + 1}"
+        cells = [label]
+        for r in policies:
+            day: DayResult = r.days[k]
+            cost = cost_hours(day.instance_hours, day.warm_hours, scenario.world.warm_cost)
+            base = oracle.days[k].instance_hours if oracle else 0.0
+            ratio = f" {cost / base:.2f}x" if base else ""
+            cells.append(f"{day.missed}/{day.requests}{ratio}")
+        rows.append(tuple(cells))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["missed/requests and cost x oracle, per day"]
+    for number, row in enumerate(rows):
+        pairs = enumerate(zip(row, widths, strict=True))
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in pairs))
+        if number == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def _wait(result: PolicyResult, grace: float) -> str:
@@ -22,7 +85,7 @@ def _wait(result: PolicyResult, grace: float) -> str:
     return f"{result.p99_wait:.1f} s"
 
 
-def table(results: Sequence[PolicyResult], grace: float) -> str:
+def table(results: Sequence[PolicyResult], grace: float, warm_cost: float = 0.0) -> str:
     oracle_hours = _oracle_hours(results)
     header = (
         "policy",
@@ -36,14 +99,16 @@ def table(results: Sequence[PolicyResult], grace: float) -> str:
     )
     rows = [header]
     for r in results:
-        ratio = f"{r.instance_hours / oracle_hours:.2f}" if oracle_hours else "-"
+        cost = cost_hours(r.instance_hours, r.warm_hours, warm_cost)
+        ratio = f"{cost / oracle_hours:.2f}" if oracle_hours else "-"
         share = 100.0 * r.missed / r.requests if r.requests else 0.0
         rows.append(
             (
                 r.name,
                 str(r.missed),
                 f"{share:.2f}",
-                f"{r.instance_hours:.1f}",
+                f"{r.instance_hours:.1f}"
+                + (f" +{warm_cost * r.warm_hours:.1f}w" if r.warm_hours else ""),
                 ratio,
                 _wait(r, grace),
                 str(r.busy_terminations),
@@ -63,6 +128,7 @@ def table(results: Sequence[PolicyResult], grace: float) -> str:
 
 def as_json(scenario: Scenario, results: Sequence[PolicyResult], meta: dict[str, Any]) -> str:
     oracle_hours = _oracle_hours(results)
+    oracle = next((r for r in results if r.name == ORACLE), None)
     spec = scenario.spec
     document = {
         "scenario": {
@@ -79,6 +145,7 @@ def as_json(scenario: Scenario, results: Sequence[PolicyResult], meta: dict[str,
             },
             "world": vars(scenario.world),
             "initialInstances": scenario.initial,
+            "days": list(scenario.day_labels),
         },
         "results": [
             {
@@ -92,14 +159,20 @@ def as_json(scenario: Scenario, results: Sequence[PolicyResult], meta: dict[str,
                 "lost": r.lost,
                 "busyTerminations": r.busy_terminations,
                 "instanceHours": round(r.instance_hours, 2),
-                "ratioToOracle": round(r.instance_hours / oracle_hours, 3)
-                if oracle_hours
-                else None,
+                "warmPoolHours": round(r.warm_hours, 2),
+                "costHours": round(
+                    cost_hours(r.instance_hours, r.warm_hours, scenario.world.warm_cost), 2
+                ),
+                "ratioToOracle": _ratio(
+                    cost_hours(r.instance_hours, r.warm_hours, scenario.world.warm_cost),
+                    oracle_hours,
+                ),
                 "p99WaitSeconds": None if math.isinf(r.p99_wait) else round(r.p99_wait, 2),
                 "launches": r.launches,
                 "rejectedCalls": r.rejected_calls,
                 "wallSeconds": round(r.wall_seconds, 3),
                 "extra": r.extra,
+                "days": _day_rows(scenario, r, oracle),
             }
             for r in results
         ],

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bench.sim.clock import Simulation
 from bench.sim.demand import Recording
-from bench.sim.fleet import SimulatedWorld, WorldSettings
+from bench.sim.fleet import DAY, SimulatedWorld, Tally, WorldSettings
 from bench.sim.learned_schedule import ScheduleSettings, scheduled_spec
 from bench.sim.oracle import oracle
 from bench.sim.policies.base import Policy
@@ -46,6 +46,8 @@ class Scenario:
     """A previous day of demand, for policies that forecast (never the day being scored)."""
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    day_labels: tuple[str, ...] = ()
+    """One label per simulated day (e.g. `Tue 2025-01-14, unannounced burst of 60`)."""
 
     @property
     def longest_boot(self) -> float:
@@ -56,6 +58,19 @@ class Scenario:
         """Every policy starts the day with min + targetFree recorders booted and idle."""
         capacity = self.spec.capacity
         return min(capacity.max, capacity.min + self.spec.targetFree)
+
+
+@dataclass(frozen=True)
+class DayResult:
+    """One simulated day of a policy (requests by the day they arrived)."""
+
+    requests: int
+    missed: int
+    lost: int
+    busy_terminations: int
+    instance_hours: float
+    warm_hours: float = 0.0
+    """Hours of stopped warmed instances."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,31 @@ class PolicyResult:
     capacity: tuple[tuple[float, int], ...]
     busy: tuple[tuple[float, int], ...] = ()
     extra: dict[str, float] = field(default_factory=dict)
+    days: tuple[DayResult, ...] = ()
+    warm_hours: float = 0.0
+    """Hours of stopped warmed instances (billed at world.warm_cost of a running hour)."""
+    targets: tuple[tuple[float, int], ...] = ()
+    """The readiness target's total over time (the planner), as (time, total) changes."""
+
+
+def day_results(tally: Tally, until: float) -> tuple[DayResult, ...]:
+    out = []
+    for k in range(max(1, math.ceil(until / DAY))):
+        d = tally.days.get(k)
+        if d is None:
+            out.append(DayResult(0, 0, 0, 0, 0.0))
+            continue
+        out.append(
+            DayResult(
+                d.requests,
+                d.missed,
+                d.lost,
+                d.busy_terminations,
+                d.instance_seconds / 3600.0,
+                d.warm_seconds / 3600.0,
+            )
+        )
+    return tuple(out)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -127,7 +167,10 @@ def _policy(scenario: Scenario, name: str) -> Policy:
             longest_boot=scenario.longest_boot,
         )
     if name == "planner-schedule":
-        return SchedulePlannerPolicy(schedule_spec(scenario), scenario.controller)
+        # The comparison is the schedule alone: readiness, which would learn beside it, is off.
+        document = schedule_spec(scenario).model_dump()
+        document["readiness"]["enabled"] = False
+        return SchedulePlannerPolicy(PoolSpec.model_validate(document), scenario.controller)
     known = ", ".join((*POLICIES, *LEARNED, ORACLE, *WHAT_IF))
     raise ValueError(f"unknown policy {name!r}; choose from {known}")
 
@@ -187,16 +230,21 @@ def run_policy(scenario: Scenario, name: str) -> PolicyResult:
         capacity=tuple((s.t, s.capacity) for s in tally.samples),
         busy=tuple((s.t, s.busy) for s in tally.samples),
         extra={"events": sim.events, **policy.stats()},
+        days=day_results(tally, scenario.until),
+        warm_hours=tally.warm_seconds / 3600.0,
+        targets=tuple(policy.targets) if isinstance(policy, PlannerPolicy) else (),
     )
 
 
 def run_oracle(scenario: Scenario) -> PolicyResult:
     started = time.perf_counter()
     recordings = [r for r in scenario.recordings if r.start < scenario.until]
+    world = scenario.world
     result = oracle(
         recordings,
         until=scenario.until,
-        boot=scenario.world.boot_mean,
+        # With a warm pool, a recorder may come from it: the bound takes the warm start.
+        boot=world.warm_start_mean if world.warm_pool else world.boot_mean,
         min_size=scenario.spec.capacity.min,
         initial=scenario.initial,
         sample_period=scenario.world.sample_period,
@@ -216,6 +264,16 @@ def run_oracle(scenario: Scenario) -> PolicyResult:
         rejected_calls=0,
         wall_seconds=time.perf_counter() - started,
         capacity=result.capacity,
+        days=tuple(
+            DayResult(
+                sum(1 for r in recordings if int(r.start // DAY) == k),
+                0,
+                0,
+                0,
+                seconds / 3600.0,
+            )
+            for k, seconds in enumerate(result.per_day)
+        ),
     )
 
 

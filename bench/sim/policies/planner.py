@@ -16,29 +16,48 @@ from the controller's answer (`controller.actuation.drain_answer`) to its next r
 heartbeat or a change), asks Jibri to shut down gracefully (a recording that started
 meanwhile runs to its end), reports drained once Jibri has exited, and only then does a later
 plan terminate it, with decrement.
+
+Readiness runs as in the controller's loop: the pool's `controller.demand.service.PoolDemand`
+puts the readiness target into the observation before each plan and records the plan's
+instance states as demand and boot times after it, so the history grows as the day runs.
+Previous days (`history`) enter it as the CloudWatch backfill does, through
+`DemandHistory.merge`. The CloudWatch and jicofo tasks are not started (no API is given):
+the history stays in memory. With `jicofo`, the requests the world missed are fed to the
+recorder every 15 s as the jicofo scraper would (spec.demand.jicofo).
+
+With a warm pool in the world and spec.warmPool, `Observed.warm` is what the controller's
+warm-pool step hands the planner, built from the same pure parts (`controller.warm_pool`:
+warm_count, WarmStarts, WarmCapacity); the step's DescribeWarmPool read is made every 5 s
+(its MIN_INTERVAL) at the pass, instead of on a worker task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from bench.sim.autoscaling import SimulatedAutoScaling, run_now
+from bench.sim.history import Backfill
 from bench.sim.fleet import Event, Instance, SimulatedWorld
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.actuation import ActuationStatus, drain_answer
 from controller.actuator import ActuationError, Actuator
+from controller.demand.service import DemandSources, PoolDemand
 from controller.loop import UNMANAGED_TTL_STALE_AFTERS, observe_pool
-from controller.model import DrainInstance, Plan
+from controller.model import DrainInstance, InstanceState, Observed, Plan
 from controller.observe import PoolMemory, read_group
 from controller.planner import plan
 from controller.prometheus import Metrics
 from controller.spec import PoolSpec
 from controller.store import ReportStore
+from controller.warm_pool import WarmCapacity, WarmStarts, warm_count
+from controller.warm_pool_api import WarmInstance
+from controller.warm_pool_step import MIN_INTERVAL
 
 _IDLE = JibriStatus(busyStatus=BusyStatus.IDLE, healthStatus=HealthStatus.HEALTHY)
 _BUSY = JibriStatus(busyStatus=BusyStatus.BUSY, healthStatus=HealthStatus.HEALTHY)
@@ -58,6 +77,11 @@ class ControllerSettings:
     """The controller has been running for an hour when the day begins."""
     epoch: float = SIMULATED_DATE.timestamp()
     """Wall-clock time (epoch seconds) at simulated time 0, for `spec.schedule`."""
+    history: Backfill | None = None
+    """Previous days, as the CloudWatch backfill gives them to the demand history."""
+    jicofo: bool = False
+    """Feed the world's missed requests to the demand history, as spec.demand.jicofo does."""
+    jicofo_interval: float = 15.0
 
 
 @dataclass(slots=True, eq=False)
@@ -80,6 +104,8 @@ class PassStats:
     """Passes in which AWS refused an action (the actuator raised ActuationError)."""
     drains_caught_recording: int = 0
     """Drains whose agent was handed a recording between the plan and the handshake."""
+    readiness_seconds: float = 0.0
+    """Time in the readiness target and the demand recording (before and after plan())."""
 
 
 class PlannerPolicy:
@@ -100,6 +126,23 @@ class PlannerPolicy:
         self._actuator: Actuator | None = None
         self._pending = False
         self._generation = 0
+        self.metrics = Metrics()
+        self.demand = PoolDemand(
+            "sim",
+            sources=DemandSources(history_apis=None, publish=False),
+            metrics=self.metrics,
+            clock=_NoClock(),
+            wall_clock=lambda: settings.epoch + self.fleet.sim.now,
+        )
+        if settings.history is not None:
+            backfill = settings.history
+            self.demand.readiness.history.merge(backfill.started, ended=backfill.ended)
+        self._warm_starts = WarmStarts()
+        self._warm_view: tuple[WarmInstance, ...] | None = None
+        self._warm_read_at = -math.inf
+        self._jicofo_seen = 0
+        self.targets: list[tuple[float, int]] = []
+        """(time, readiness total) each time the total changed."""
         # The actuator logs every action; a simulated day has hundreds of thousands.
         logging.getLogger("controller.actuator").setLevel(logging.WARNING)
 
@@ -111,9 +154,19 @@ class PlannerPolicy:
     def attach(self, fleet: SimulatedWorld) -> None:
         self._world = fleet
         self._autoscaling = SimulatedAutoScaling(fleet)
-        self._actuator = Actuator(metrics=Metrics(), clock=lambda: fleet.sim.now, dry_run=False)
+        self._actuator = Actuator(metrics=self.metrics, clock=lambda: fleet.sim.now, dry_run=False)
         fleet.listener = self
+        if self.settings.jicofo:
+            fleet.sim.every(self.settings.jicofo_interval, self._scrape_jicofo)
         self._trigger()
+
+    def _scrape_jicofo(self) -> None:
+        """jicofo's no-instance failure counter, read as the controller's scraper does."""
+        missed = self.fleet.tally.missed
+        if missed > self._jicofo_seen:
+            wall = self.settings.epoch + self.fleet.sim.now
+            self.demand.readiness.recorder.missed(wall, missed - self._jicofo_seen)
+            self._jicofo_seen = missed
 
     # --- the agents -------------------------------------------------------------------------
 
@@ -233,10 +286,18 @@ class PlannerPolicy:
             unmanaged_ttl=UNMANAGED_TTL_STALE_AFTERS * spec.instances.staleAfter,
             wall_time=self.settings.epoch + now,
         )
+        ready_started = time.perf_counter()
+        observed = self._warm(spec, self.demand.before_plan(spec, observed), now)
         started = time.perf_counter()
         result = plan(spec, observed, now)
         elapsed = time.perf_counter() - started
+        self.demand.after_plan(spec, observed, result, now)
+        self._measure_warm(observed, result, now)
         stats = self.stats_
+        stats.readiness_seconds += time.perf_counter() - ready_started - elapsed
+        target = observed.readiness
+        if target is not None and (not self.targets or self.targets[-1][1] != target.total):
+            self.targets.append((now, target.total))
         stats.passes += 1
         stats.plan_seconds += elapsed
         stats.plan_max_seconds = max(stats.plan_max_seconds, elapsed)
@@ -244,6 +305,38 @@ class PlannerPolicy:
         self._act(result, now)
         self._generation += 1
         self.fleet.sim.after(min(spec.resync, result.requeue_after), self._timer, self._generation)
+
+    def _warm(self, spec: PoolSpec, observed: Observed, now: float) -> Observed:
+        """What the warm-pool step's before_plan adds: the warmed instances and their start."""
+        if spec.warmPool is None or not self.fleet.settings.warm_pool:
+            return observed
+        if now - self._warm_read_at >= MIN_INTERVAL:
+            self._warm_view = tuple(WarmInstance(i, s) for i, s in self.fleet.warm_view())
+            self._warm_read_at = now
+            self._warm_starts.warmed([w.instance_id for w in self._warm_view])
+        assert self._warm_view is not None
+        in_group = frozenset(i.instance_id for i in observed.asg.instances)
+        warm = WarmCapacity(
+            count=warm_count(self._warm_view, in_group),
+            start_seconds=self._warm_starts.start_seconds(),
+            measured=len(self._warm_starts.durations),
+        )
+        return replace(observed, warm=warm)
+
+    def _measure_warm(self, observed: Observed, result: Plan, now: float) -> None:
+        """The warm-pool step's measure: leaving the warm pool → first idle report."""
+        starts = self._warm_starts
+        pending = starts.pending()
+        if not pending:
+            return
+        for view in result.instances:
+            if view.instance_id in pending and view.state is InstanceState.IDLE:
+                seen = observed.first_seen.get(view.instance_id)
+                if seen is not None:
+                    starts.ready(view.instance_id, now - seen)
+        known = {i.instance_id for i in observed.asg.instances}
+        known |= {w.instance_id for w in self._warm_view or ()}
+        starts.forget(known)
 
     def _act(self, result: Plan, now: float) -> None:
         assert self._actuator is not None and self._autoscaling is not None
@@ -286,9 +379,24 @@ class PlannerPolicy:
             "instances_per_pass_mean": round(s.instances_planned / max(1, s.passes), 1),
             "drains_caught_recording": s.drains_caught_recording,
             "failed_passes": s.failed_passes,
+            "readiness_ms_mean": round(1000 * s.readiness_seconds / max(1, s.passes), 3),
+            "boot_horizon_seconds": round(self.demand.readiness.horizon(self.spec), 1),
+            "history_minutes": len(self.demand.readiness.history),
+            "warm_start_seconds": round(self._warm_starts.start_seconds(), 1),
         }
         out.update({f"actions_{name}": n for name, n in sorted(s.actions.items())})
         return out
+
+
+class _NoClock:
+    """The demand service's clock drives only its CloudWatch and jicofo tasks, which the
+    simulation does not start."""
+
+    def now(self) -> float:
+        raise RuntimeError("the simulated controller starts no demand task")
+
+    async def sleep(self, delay: float, interrupt: asyncio.Event | None = None) -> bool:
+        raise RuntimeError("the simulated controller starts no demand task")
 
 
 class SchedulePlannerPolicy(PlannerPolicy):
