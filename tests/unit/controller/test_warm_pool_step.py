@@ -4,6 +4,7 @@ planner, warm starts measured, and a scale-out served from the warm pool."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -225,3 +226,35 @@ async def test_a_pass_plans_with_the_warmed_instances() -> None:
     await runner.reconcile_once()
     await step.close()
     assert seen[0].warm is not None and seen[0].warm.count == 4
+
+
+async def test_a_pool_without_warm_pool_is_looked_at_rarely() -> None:
+    """Without warmPool the step reads the group once, then again only after 10 minutes."""
+    aws, _, clock = setup()
+
+    async def apis(region: str | None) -> WarmPoolApi:
+        return aws
+
+    step = WarmPoolSync(
+        apis=apis, metrics=Metrics(CollectorRegistry()), clock=clock, min_interval=0.0
+    )
+    fleet = ObservationBuilder(desired=2, instances=list(aws.groups[GROUP].instances.values()))
+    observed, empty = fleet.observed(), idle_plan([])
+
+    def reads() -> int:
+        return sum(1 for c in aws.calls if c.operation == "DescribeWarmPool")
+
+    async def settle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    await step(PLAIN, observed, empty)
+    await settle()
+    await step(PLAIN, observed, empty)
+    await settle()
+    assert reads() == 1
+    clock.advance(600.0)
+    await step(PLAIN, observed, empty)
+    await settle()
+    await step.close()
+    assert reads() == 2
