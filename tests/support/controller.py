@@ -242,6 +242,8 @@ class Agent:
     draining: bool = False
     drained: bool = False
     drain_answers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Further report fields (recordingsFinished, amiId, ...)."""
 
     def report(self) -> tuple[int, Any]:
         self.seq += 1
@@ -254,6 +256,7 @@ class Agent:
                 "draining": self.draining,
                 "drained": self.drained,
                 "pendingUploads": 0,
+                **self.extra,
             }
         )
         if isinstance(answer, dict) and answer.get("drain"):
