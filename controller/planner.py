@@ -82,8 +82,7 @@ class _Context:
     force (the spec's, a schedule rule's or a dated override's)."""
     schedule_rule: int | None
     readiness: ReadinessTarget | None
-    warm_credit: int = 0
-    """Spares of the readiness target left to the warm pool (already out of target_free)."""
+    warm_credit: int = 0  # spares left to the warm pool, already out of target_free
 
     @property
     def learned(self) -> int:
@@ -104,9 +103,8 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
         target_free, rule = spec.target_free_at(observed.wall_time)
     else:
         target_free, rule = readiness.total, readiness.schedule_rule
-    # Warm pool (docs/warm-pools.md): warmed instances stand in for the forecast's spares
-    # needed only after a warm start; losing a running spare raises capacity, which the
-    # group serves from the warm pool first.
+    # Warmed instances stand in for the forecast's spares needed only after a warm start
+    # (docs/warm-pools.md); a scale-out is served from the warm pool first.
     credit = warm_credit(readiness, observed.warm)
     target_free -= credit
     ctx = _Context(
