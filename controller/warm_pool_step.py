@@ -22,7 +22,7 @@ from typing import Any, Final
 from common.aiokits.tasks import guarded_task
 from common.logs import event
 from controller.aws import AwsError
-from controller.model import InstanceState, Observed, Plan
+from controller.model import AsgInstance, InstanceState, Observed, Plan
 from controller.prometheus import Metrics
 from controller.spec import JibriPool, PoolSpec
 from controller.warm_pool import (
@@ -90,7 +90,8 @@ class WarmPoolSync:
 
     def before_plan(self, spec: PoolSpec, observed: Observed, name: str) -> Observed:
         """`observed` with the warmed instances the pool's group can draw on, if it has a
-        warmPool and the warm pool was read."""
+        warmPool and the warm pool was read; they are also added to the group's instances
+        in their Warmed states, so the plan, /status and metrics show them as `warmed`."""
         state = self._pools.get(name)
         if spec.warmPool is None or state is None or state.view is None:
             return observed
@@ -100,7 +101,13 @@ class WarmPoolSync:
             start_seconds=state.starts.start_seconds(),
             measured=len(state.starts.durations),
         )
-        return replace(observed, warm=warm)
+        warmed = tuple(
+            AsgInstance(i.instance_id, i.lifecycle_state)
+            for i in state.view.instances
+            if i.instance_id not in in_group
+        )
+        asg = replace(observed.asg, instances=observed.asg.instances + warmed)
+        return replace(observed, asg=asg, warm=warm)
 
     async def __call__(self, pool: JibriPool, observed: Observed, plan: Plan) -> None:
         """Measure warm starts from this pass and wake the pool's worker; never waits on AWS."""

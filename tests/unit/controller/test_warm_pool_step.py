@@ -195,7 +195,8 @@ async def test_a_warmed_instance_held_by_the_termination_hook_is_let_go() -> Non
 
 
 async def test_a_pass_plans_with_the_warmed_instances() -> None:
-    """The loop hands the planner Observed.warm from the step's last read of the warm pool."""
+    """The loop hands the planner Observed.warm from the step's last read of the warm pool;
+    the warmed instances count as `warmed` and no action touches them."""
     aws, step, clock = setup()
     await step.run_once(WARM)
     aws.groups[GROUP].warm_up()
@@ -223,9 +224,17 @@ async def test_a_pass_plans_with_the_warmed_instances() -> None:
         plan_inputs=[step],
     )
     runner = PoolRunner(WARM, controller, started_at=clock.now)
+    warmed = set(aws.groups[GROUP].warm)
+    aws.calls.clear()
     await runner.reconcile_once()
     await step.close()
     assert seen[0].warm is not None and seen[0].warm.count == 4
+    labels = {"pool": "recorders", "state": "warmed"}
+    assert metrics.registry.get_sample_value("jibri_autoscaler_pool_instances", labels) == 4
+    touched = {
+        i for c in aws.mutations() for a in c.args for i in (a if isinstance(a, tuple) else (a,))
+    }
+    assert not touched & warmed
 
 
 async def test_a_pool_without_warm_pool_is_looked_at_rarely() -> None:
