@@ -19,11 +19,13 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from prometheus_client import Counter, Gauge
+
 from common.aiokits.tasks import guarded_task
 from common.logs import event
 from controller.aws import AwsError
 from controller.model import AsgInstance, InstanceState, Observed, Plan
-from controller.prometheus import Metrics
+from controller.prometheus import PREFIX, Metrics
 from controller.spec import JibriPool, PoolSpec
 from controller.warm_pool import (
     OWNER_TAG,
@@ -84,7 +86,20 @@ class WarmPoolSync:
         self._dry_run = dry_run
         self._clock = clock
         self._min_interval = min_interval
-        self._base = metrics
+        self.base = metrics
+        self._changes = Counter(
+            f"{PREFIX}_warm_pool_changes",
+            "Warm-pool writes (or, in dry-run mode, planned ones) by change: create, update, "
+            "delete, lifecycle-continue.",
+            ["pool", "change"],
+            registry=metrics.registry,
+        )
+        self._warm_start = Gauge(
+            f"{PREFIX}_warm_start_seconds",
+            "Warm start time the planner uses: leaving the warm pool to the first idle pass.",
+            ["pool"],
+            registry=metrics.registry,
+        )
         self._pools: dict[str, _Pool] = {}
         self._closing = False
 
@@ -141,6 +156,7 @@ class WarmPoolSync:
         if state.view is not None:
             known |= {i.instance_id for i in state.view.instances}
         state.starts.forget(known)
+        self._warm_start.labels(state.pool.name).set(state.starts.start_seconds())
 
     async def _work(self, state: _Pool) -> None:
         while True:
@@ -160,7 +176,7 @@ class WarmPoolSync:
         except Exception as exc:
             kind = exc.kind if isinstance(exc, AwsError) else "internal"
             state.error = str(exc) or repr(exc)
-            self._base.reconcile_errors_total.labels(pool.name, kind).inc()
+            self.base.reconcile_errors_total.labels(pool.name, kind).inc()
             event(
                 log,
                 "warm pool step failed",
@@ -188,6 +204,7 @@ class WarmPoolSync:
         state.decision = decision
         if decision.change in (Change.NONE, Change.WAIT, Change.LEAVE):
             return
+        self._changes.labels(pool.name, decision.change.value).inc()
         event(
             log,
             f"warm pool {decision.change.value}",
@@ -224,6 +241,7 @@ class WarmPoolSync:
         hooks = await api.termination_hooks(group)
         for instance_id in waiting:
             for hook in hooks:
+                self._changes.labels(pool.name, "lifecycle-continue").inc()
                 event(
                     log,
                     "warm pool lifecycle continue",
@@ -275,6 +293,11 @@ class WarmPoolSync:
         """Stop the workers of pools that left the desired state."""
         for name in [n for n in self._pools if n not in pools]:
             await _cancel(self._pools.pop(name).task)
+            with contextlib.suppress(KeyError):
+                self._warm_start.remove(name)
+            for change in ("create", "update", "delete", "lifecycle-continue"):
+                with contextlib.suppress(KeyError):
+                    self._changes.remove(name, change)
 
     async def close(self) -> None:
         self._closing = True

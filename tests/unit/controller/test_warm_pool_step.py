@@ -56,6 +56,11 @@ def setup(*, dry_run: bool = False) -> tuple[FakeAutoScaling, WarmPoolSync, Manu
     return aws, step, clock
 
 
+def step_metric(step: WarmPoolSync, name: str, **labels: str) -> float | None:
+    registry = step.base.registry
+    return registry.get_sample_value(f"jibri_autoscaler_{name}", {"pool": "recorders", **labels})
+
+
 def writes(aws: FakeAutoScaling) -> list[str]:
     return [c.operation for c in aws.mutations()]
 
@@ -89,6 +94,7 @@ async def test_drift_is_corrected() -> None:
     await step.run_once(WARM)
     assert writes(aws) == ["CreateOrUpdateTags", "PutWarmPool"]
     assert aws.groups[GROUP].warm_pool == WarmPoolConfig(2, 6, "Stopped", False)
+    assert step_metric(step, "warm_pool_changes_total", change="update") == 1
     status = step.pool_status("recorders")
     assert status is not None
     assert status["drift"] == ["minSize", "maxPreparedCapacity", "state", "reuseOnScaleIn"]
@@ -176,6 +182,7 @@ async def test_a_scale_out_draws_on_the_warm_pool_and_its_start_is_measured() ->
     status = step.pool_status("recorders")
     assert status is not None
     assert (status["warmStartsMeasured"], status["warmStartSeconds"]) == (3, 25.0)
+    assert step_metric(step, "warm_start_seconds") == 25.0
 
 
 async def test_a_warmed_instance_held_by_the_termination_hook_is_let_go() -> None:
