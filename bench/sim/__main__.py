@@ -21,8 +21,8 @@ from bench.sim.policies.forecast import ForecastSettings
 from bench.sim.policies.planner import SIMULATED_DATE, ControllerSettings
 from bench.sim.report import as_json, day_table, plot, table
 from bench.sim.runner import LEARNED, ORACLE, POLICIES, WHAT_IF, Scenario, run_all, schedule_spec
-from bench.sim.week import WeekShape, joined, synthetic_week
 from bench.sim.schedule_rules import MIN_RULE_BUDGET
+from bench.sim.week import WeekShape, joined, synthetic_week
 from controller.spec import ConfigError, PoolSpec, load_desired_state
 
 DEFAULT_POLICIES = (*POLICIES, *LEARNED, ORACLE)
@@ -309,13 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
                 args.seed,
             )
-            learned, scored = week[: -args.score], week[-args.score :]
+            seen, scored = week[: -args.score], week[-args.score :]
             recordings = joined(scored)
             hours = 24.0 * len(scored)
             epoch = scored[0].date.timestamp()
-            history = backfill([d.recordings for d in learned], epoch)
-            weekdays = [d for d in learned if d.date.weekday() < 5]
-            reference = (weekdays or list(learned))[-1].recordings
+            history = backfill([d.recordings for d in seen], epoch)
+            weekdays = [d for d in seen if d.date.weekday() < 5]
+            reference = (weekdays or list(seen))[-1].recordings
             labels = tuple(
                 f"day {d.number} {d.weekday} {d.date:%Y-%m-%d}"
                 + (f", unannounced burst of {d.surprise}" if d.surprise else "")
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             source = (
                 f"synthetic week, days {scored[0].number}-{scored[-1].number} of {args.days} "
-                f"scored ({len(learned)} days of history; about "
+                f"scored ({len(seen)} days of history; about "
                 f"{args.recordings or WeekShape.recordings} recordings a weekday)"
             )
         elif args.trace:

@@ -188,6 +188,23 @@ def spares_needed(
     return worst, credit
 
 
+def less_seen(past: Profile, arrived: float, ended: float) -> Profile:
+    """The profile without what the current minute (its first) has already brought: requests
+    that came are served or waiting, and recorders already freed are free, so neither is
+    still ahead. At most the minute's own prediction is taken off."""
+    if not past.arrivals:
+        return past
+    came = min(arrived, past.arrivals[0])
+    freed = min(ended, past.ended_before[1]) if len(past.ended_before) > 1 else 0.0
+    if came <= 0.0 and freed <= 0.0:
+        return past
+    return Profile(
+        tuple(a - came for a in past.arrivals),
+        tuple(e if j == 0 else e - freed for j, e in enumerate(past.ended_before)),
+        past.samples,
+    )
+
+
 def _observed_surprise(
     history: History, now: float, zone: ZoneInfo, weeks: int, horizon: float
 ) -> float:
@@ -238,7 +255,12 @@ def readiness_target(
     miss, cap, weeks = settings.missTarget, spec.max_spares, settings.lookbackWeeks
     zone = spec.schedule.zone
     ends = busy if settings.countEndings else None
-    past = profile(history, now, zone, weeks, 0, _span(now, horizon))
+    minute = int(now // 60)
+    past = less_seen(
+        profile(history, now, zone, weeks, 0, _span(now, horizon)),
+        history.arrivals(minute) or 0.0,
+        history.endings(minute) or 0.0,
+    )
     surprise = _observed_surprise(history, now, zone, weeks, horizon)
     forecast, ending = spares_needed(past, miss, busy=ends)
     learned, _ = spares_needed(past, miss, extra=surprise, busy=ends)

@@ -42,8 +42,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from bench.sim.autoscaling import SimulatedAutoScaling, run_now
-from bench.sim.history import Backfill
 from bench.sim.fleet import Event, Instance, SimulatedWorld
+from bench.sim.history import Backfill
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
 from controller.actuation import ActuationStatus, drain_answer
 from controller.actuator import ActuationError, Actuator

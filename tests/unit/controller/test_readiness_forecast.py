@@ -95,6 +95,20 @@ def test_forecast_reads_the_same_minute_of_past_weeks(
     assert target.total == max(2, target.forecast)
 
 
+def test_requests_already_come_this_minute_are_not_ahead() -> None:
+    """Requests the current minute has already brought (served or waiting) are taken off the
+    forecast, at most the minute's own prediction."""
+    now = BURST * 60.0 + 20.0
+    demand = weekly(20, 20, 20)
+    before = readiness_target(pool(), demand, now, HORIZON)
+    demand.add_started(BURST, 15)
+    after = readiness_target(pool(), demand, now, HORIZON)
+    assert (before.expected, after.expected) == (20, 5)
+    assert after.forecast == poisson_quantile(5, 0.005)
+    demand.add_started(BURST, 15)
+    assert readiness_target(pool(), demand, now, HORIZON).expected == 0
+
+
 def test_burst_beyond_the_horizon_is_not_held_yet() -> None:
     """A burst more than one horizon away asks for nothing yet."""
     target = readiness_target(pool(), weekly(20, 20, 20), NOW - 300, HORIZON)
