@@ -36,6 +36,7 @@ from controller.launches import AioScalingActivities
 from controller.model import PROTECTION_BATCH as PROTECTION_BATCH
 from controller.model import AsgInstance, AsgView
 from controller.prometheus import Metrics
+from controller.rollout import AioLaunchTemplates
 from controller.warm_pool_api import WARM_POOL_OPERATIONS, AioWarmPools
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ class AutoScaling(Protocol):
     ) -> None: ...
 
 
-class AioAutoScaling(AioWarmPools, AioScalingActivities):
+class AioAutoScaling(AioWarmPools, AioScalingActivities, AioLaunchTemplates):
     """`AutoScaling` (and `WarmPoolApi`, controller.warm_pool_api) over an aiobotocore client."""
 
     SERVICE: Final = "autoscaling"
@@ -221,9 +222,12 @@ class AioAutoScaling(AioWarmPools, AioScalingActivities):
                             lifecycle_state=i["LifecycleState"],
                             health_status=i.get("HealthStatus", "Healthy"),
                             protected=bool(i.get("ProtectedFromScaleIn", False)),
+                            template_version=i.get("LaunchTemplate", {}).get("Version"),
                         )
                         for i in group.get("Instances", [])
                     ),
+                    template_id=group.get("LaunchTemplate", {}).get("LaunchTemplateId"),
+                    template_version=group.get("LaunchTemplate", {}).get("Version"),
                 )
             token = page.get("NextToken")
             if not token:

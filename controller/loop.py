@@ -47,6 +47,7 @@ from controller.demand.service import PoolDemand
 from controller.launches import LaunchTracker
 from controller.model import AsgView, InstanceState, Observed, Plan
 from controller.observe import PoolMemory, observe, read_group
+from controller.rollout import RolloutTracker
 from controller.spec import JibriPool, PoolSpec
 from controller.store import ReportStore
 
@@ -141,6 +142,7 @@ class PoolRunner:
         self.memory = PoolMemory(started_at=started_at)
         self.actuation = ActuationStatus()
         self.launches = LaunchTracker(pool.name, controller.metrics)
+        self.rollout = RolloutTracker(pool.name)
         self.snapshot = PoolSnapshot(pool, added_at=started_at)
         self.demand = PoolDemand(
             pool.name,
@@ -265,6 +267,8 @@ class PoolRunner:
         observed = self.demand.before_plan(spec, observed)
         group = spec.autoScalingGroupName
         observed = await self.launches.observe(autoscaling, group, observed, now, c.wall_clock())
+        dry_run = c.actuator.dry_run
+        observed = await self.rollout.observe(autoscaling, spec, observed, now, dry_run=dry_run)
         for extra in c.plan_inputs:
             observed = extra.before_plan(spec, observed, self.name)
         # `observed` is a snapshot the server no longer touches: safe to plan on in a thread.

@@ -16,6 +16,7 @@ from common.wire import BusyStatus, HealthStatus
 
 if TYPE_CHECKING:
     from controller.launches import LaunchHealth
+    from controller.rollout import RolloutStatus
     from controller.readiness.forecast import ReadinessTarget
     from controller.warm_pool import WarmCapacity
 
@@ -83,6 +84,8 @@ class AsgInstance:
     lifecycle_state: str
     health_status: str = "Healthy"
     protected: bool = False
+    template_version: str | None = None
+    """The launch template version it was launched from, if from a launch template."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,10 @@ class AsgView:
     max_size: int
     desired: int
     instances: tuple[AsgInstance, ...]
+    template_id: str | None = None
+    template_version: str | None = None
+    """The group's launch template and version (None: a launch configuration or a mixed
+    instances policy, which spec.rollout does not drive)."""
 
 
 class ReportView(NamedTuple):
@@ -151,6 +158,8 @@ class Observed:
     the loop before the plan; None keeps targetFree or the schedule's, as without history."""
     launches: LaunchHealth | None = None
     """What the group's scaling activities say of its launches (controller.launches)."""
+    rollout: RolloutStatus | None = None
+    """Where spec.rollout stands (controller.rollout)."""
     warm: WarmCapacity | None = None
     """The warmed instances the group can draw on and their start time (docs/warm-pools.md),
     from the warm-pool step; None without spec.warmPool."""

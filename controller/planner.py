@@ -45,7 +45,7 @@ from controller.model import (
     SetProtection,
     Terminate,
 )
-from controller.recycle import allowed_step, fleet_conditions, retire
+from controller.recycle import allowed_step, canary_need, fleet_conditions, retire
 from controller.spec import PoolSpec
 from controller.warm_pool import warm_credit
 
@@ -140,7 +140,7 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
         instances=derived.views,
         desired_capacity=final,
         conditions=_conditions(ctx, final, scaled)
-        + fleet_conditions(observed.launches, retiring, derived, target_free, now, final),
+        + fleet_conditions(observed, retiring, derived, target_free, now, final),
         target_free=target_free,
     )
 
@@ -214,7 +214,7 @@ def _capacity(
     spec, asg = ctx.spec, ctx.observed.asg
     base = asg.desired - sum(1 for t in terminations if t.decrement)
     target, reason = base, Reason.BELOW_TARGET_FREE
-    gap = ctx.target_free - _free_count(ctx, terminations)
+    gap = max(ctx.target_free - _free_count(ctx, terminations), canary_need(ctx.observed.rollout))
     if gap > 0:
         step = allowed_step(ctx.observed.launches, ctx.now, spec.scaleOut.maxStep + ctx.learned)
         target = min(base + min(gap, step), max(base, spec.capacity.max))

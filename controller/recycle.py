@@ -27,11 +27,11 @@ from controller.model import (
     Reason,
     ReportView,
 )
+from controller.rollout import canary_need as canary_need
 from controller.spec.fleet_ops import Recycle
 
 if TYPE_CHECKING:
     from controller.derive import Derivation
-    from controller.launches import LaunchHealth
     from controller.spec import PoolSpec
 
 
@@ -82,17 +82,21 @@ def retire(spec: PoolSpec, derived: Derivation, target: int, observing_only: boo
 
 
 def fleet_conditions(
-    launches: LaunchHealth | None,
+    observed: Observed,
     retiring: Retiring,
     derived: Derivation,
     target: int,
     now: float,
     desired: int,
 ) -> tuple[Condition, ...]:
-    """`LaunchFailing` (once launches are read) and `Retiring` (while any is due)."""
+    """`LaunchFailing` (once launches are read), `RollingOut` (while spec.rollout is set) and
+    `Retiring` (while any is due)."""
     conditions: list[Condition] = []
+    launches, rollout = observed.launches, observed.rollout
     if launches is not None:
         conditions.append(launches.condition(now, desired))
+    if rollout is not None:
+        conditions.append(rollout.condition())
     if retiring.due:
         reasons: dict[str, int] = {}
         for reason in retiring.due.values():
@@ -110,5 +114,11 @@ def fleet_conditions(
 def retire_reason(
     spec: PoolSpec, observed: Observed, instance: AsgInstance, report: ReportView, now: float
 ) -> tuple[Reason | None, float]:
-    """Why an idle instance is due to leave (or None), and when time alone makes it due."""
-    return recycle_reason(spec.recycle, report, observed.first_seen.get(instance.instance_id), now)
+    """Why an idle instance is due to leave (or None), and when time alone makes it due:
+    spec.recycle's limits first, then an ongoing rollout (controller.rollout)."""
+    first_seen = observed.first_seen.get(instance.instance_id)
+    reason, due_at = recycle_reason(spec.recycle, report, first_seen, now)
+    rollout = observed.rollout
+    if reason is None and rollout is not None and rollout.retires(instance, report):
+        return Reason.ROLLOUT, due_at
+    return reason, due_at

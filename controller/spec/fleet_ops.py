@@ -12,11 +12,13 @@ from typing import Annotated, Self
 from pydantic import Field, StringConstraints, model_validator
 
 from common.durations import Duration, PositiveDuration
+from common.wire import AMI_ID_RE
 from controller.spec.base import SpecModel
 
-TemplateVersion = Annotated[
-    str, StringConstraints(pattern=r"^([1-9][0-9]{0,9}|\$Latest|\$Default)$")
-]
+TemplateVersion = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,9}$")]
+"""A launch template version number: `$Latest` and `$Default` would not tell the instances
+launched before the rollout from those launched after."""
+ImageId = Annotated[str, StringConstraints(pattern=AMI_ID_RE.pattern)]
 
 
 class Recycle(SpecModel):
@@ -38,6 +40,8 @@ class Rollout(SpecModel):
     steps of scaleIn.maxStep, never a busy one."""
 
     launchTemplateVersion: TemplateVersion
+    imageId: ImageId | None = None
+    """The AMI of that version: new instances are then those whose agent reports it."""
     canaries: Annotated[int, Field(ge=1)] = 1
     """Instances launched on the new version before any old one is replaced."""
     canaryTimeout: PositiveDuration = 900.0

@@ -44,6 +44,9 @@ class FakeGroup:
     returns none): a launch adds a Successful one, or a Failed one per missing instance
     while `launch_failure` holds AWS's StatusMessage."""
     launch_failure: str | None = None
+    template_id: str | None = None
+    template_version: str | None = None
+    """The group's launch template and version; instances launch with that version."""
     wall: Callable[[], float] = time.time
 
     def launch(self, count: int) -> list[str]:
@@ -57,7 +60,9 @@ class FakeGroup:
             ids.append(warmed.instance_id)
         ids += [new_instance_id() for _ in range(count - len(ids))]
         for instance_id in ids:
-            self.instances[instance_id] = AsgInstance(instance_id, "InService")
+            self.instances[instance_id] = AsgInstance(
+                instance_id, "InService", template_version=self.template_version
+            )
         return ids
 
     def warm_size(self) -> int:
@@ -154,7 +159,10 @@ class FakeAutoScaling:
     async def describe_group(self, name: str) -> AsgView:
         self._enter("DescribeAutoScalingGroups", name)
         g = self._group("DescribeAutoScalingGroups", name)
-        return AsgView(name, g.min_size, g.max_size, g.desired, tuple(g.instances.values()))
+        members = tuple(g.instances.values())
+        return AsgView(
+            name, g.min_size, g.max_size, g.desired, members, g.template_id, g.template_version
+        )
 
     async def set_bounds(self, name: str, min_size: int, max_size: int) -> None:
         self._enter("UpdateAutoScalingGroup", name, min_size, max_size)
@@ -226,6 +234,13 @@ class FakeAutoScaling:
     async def delete_group_tag(self, name: str, key: str) -> None:
         self._enter("DeleteTags", name, key)
         self._group("DeleteTags", name).tags.pop(key, None)
+
+    async def set_template_version(self, name: str, template_id: str, version: str) -> None:
+        self._enter("UpdateAutoScalingGroup", name, template_id, version)
+        g = self._group("UpdateAutoScalingGroup", name)
+        if template_id != g.template_id:
+            raise AwsError("UpdateAutoScalingGroup", "validation", f"no template {template_id}")
+        g.template_version = version
 
     async def scaling_activities(self, name: str, token: str | None) -> ActivityPage:
         """DescribeScalingActivities, newest first, `activity_page` a page (NextToken an
