@@ -149,6 +149,9 @@ class FakeImds:
         self._answered.set()
         self.calls: list[str] = []
         self._token = "fake-imds-token"
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        """Where `start` serves it (loopback, port 0)."""
 
     @property
     def token_hangs(self) -> bool:
@@ -161,6 +164,21 @@ class FakeImds:
             self._answered.clear()
         else:
             self._answered.set()
+
+    async def start(self) -> str:
+        """Serve on a loopback port of its own; the URL to give the agent as --imds-url."""
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self.url
+
+    async def close(self) -> None:
+        self.token_hangs = False
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -219,3 +219,22 @@ async def test_each_new_credential_is_announced() -> None:
         registration.invalidate("credential-1")
         await registration.register()
     assert announced == ["credential-1", "credential-2"]
+
+
+async def test_the_fake_imds_serves_on_a_port_of_its_own() -> None:
+    """`FakeImds.start` binds a loopback port and serves the document there until `close`."""
+    imds = FakeImds(INSTANCE)
+    url = await imds.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.put(
+                url + "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}
+            ) as response:
+                token = await response.text()
+            async with session.get(
+                url + "/latest/dynamic/instance-identity/document",
+                headers={"X-aws-ec2-metadata-token": token},
+            ) as response:
+                assert (await response.read()) == imds.document
+    finally:
+        await imds.close()
