@@ -25,7 +25,8 @@ class ActuationView(Protocol):
 
     @property
     def drain_requested(self) -> Mapping[str, float]:
-        """Instances the controller asked to drain, with when it first asked."""
+        """Instances the controller asked to drain, with when it last asked: a drained report
+        counts only from a boot held since then (controller.boots)."""
         ...
 
     def heartbeat_sent_at(self, instance_id: str, hook: str) -> float | None:
@@ -68,8 +69,8 @@ class ActuationStatus:
         self.last_scale_out_at = now
 
     def drain_requested_now(self, instance_id: str, now: float) -> None:
-        """Remember the first request only: the drain started then."""
-        self._drains.setdefault(instance_id, now)
+        """Remember the latest request: asking again asks the boot held now."""
+        self._drains[instance_id] = now
 
     def heartbeat_sent(self, instance_id: str, hook: str, now: float) -> None:
         self._heartbeats[instance_id, hook] = now

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from common.wire import BusyStatus, HealthStatus
+from controller.boots import drain_asked, drained_report, guard, needs_confirm, settled, settles_at
 from controller.model import (
     PROTECTED_STATES,
     AsgInstance,
@@ -69,6 +70,8 @@ class Derivation:
     startup window; infinity if none."""
     retiring: Mapping[str, Reason] = field(default_factory=dict)
     """RETIRING instances (idle, due to be recycled or rolled out) and why, id order."""
+    confirm_drain: tuple[str, ...] = ()
+    """DRAINING instances whose settled boot drained unasked: to be asked (controller.boots)."""
 
     def count(self, *states: InstanceState) -> int:
         return sum(len(self.by_state[state]) for state in states)
@@ -139,14 +142,47 @@ def _silent_state(limits: _Limits, instance: AsgInstance) -> _State:
     return InstanceState.STARTING, False, "booting, no report yet", fails_at
 
 
+def _settled_due(limits: _Limits, report: ReportView, state: _State) -> _State:
+    """Replacement on a report's word waits until its boot has settled (controller.boots)."""
+    if not state[1] or settled(report, limits.now, limits.stale_after):
+        return state
+    settle_at = settles_at(report, limits.stale_after)
+    return state[0], False, f"{state[2]}; boot not yet settled", min(state[3], settle_at)
+
+
+def _drained_state(
+    limits: _Limits, instance_id: str, report: ReportView, stale_at: float
+) -> _State:
+    """DRAINED only from the boot the controller asked; otherwise still DRAINING."""
+    if drain_asked(report, limits.drain_requested.get(instance_id)):
+        return InstanceState.DRAINED, False, "agent reports Jibri stopped and spool empty", stale_at
+    detail = "drained unasked: to be asked once its boot has settled"
+    return (
+        InstanceState.DRAINING,
+        False,
+        detail,
+        min(stale_at, settles_at(report, limits.stale_after)),
+    )
+
+
 def _reported_state(limits: _Limits, instance_id: str, report: ReportView) -> _State:
     now = limits.now
     if now - report.received_at > limits.stale_after:
         return InstanceState.STALE, False, "agent silent for longer than staleAfter", math.inf
     stale_at = report.received_at + limits.stale_after + STALE_MARGIN
+    held = guard(report, now, limits.stale_after)
+    if held is not None:
+        return held[0], False, held[1], min(stale_at, held[2])
+    state = _report_says(limits, instance_id, report, stale_at)
+    return _settled_due(limits, report, state)
+
+
+def _report_says(limits: _Limits, instance_id: str, report: ReportView, stale_at: float) -> _State:
+    """The state a fresh report of a boot the rules believe gives (controller.boots)."""
+    now = limits.now
     uploading = report.pending_uploads > 0
-    if report.drained and not uploading and report.busy is not BusyStatus.BUSY:
-        return InstanceState.DRAINED, False, "agent reports Jibri stopped and spool empty", stale_at
+    if drained_report(report):
+        return _drained_state(limits, instance_id, report, stale_at)
     if report.draining or instance_id in limits.drain_requested:
         return InstanceState.DRAINING, False, "graceful shutdown in progress", stale_at
     if report.busy is BusyStatus.BUSY or uploading:
@@ -198,6 +234,7 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
     earliest = limits.window_end if limits.startup else math.inf
     idle_state, idle_limit = InstanceState.IDLE, limits.idle_for
     retiring: dict[str, Reason] = {}
+    confirm: list[str] = []
     retire_on = spec.recycle.enabled or spec.rollout is not None
     for instance in sorted(observed.asg.instances, key=_BY_ID):
         instance_id, lifecycle = instance.instance_id, instance.lifecycle_state
@@ -213,6 +250,10 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
             state, due, detail, changes_at = _silent_state(limits, instance)
         else:
             state, due, detail, changes_at = _reported_state(limits, instance_id, report)
+            if state is InstanceState.DRAINING and needs_confirm(
+                report, observed.drain_requested.get(instance_id), now, stale_after
+            ):
+                confirm.append(instance_id)
             if state is idle_state and retire_on:
                 why, due_at = retire_reason(spec, observed, instance, report, now)
                 if why is not None:
@@ -232,6 +273,8 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
             protected = instance.protected
         else:
             protected = False
+        if not protected and instance.protected and report is not None:
+            protected, changes_at = _keep_protection(report, now, stale_after, changes_at)
         if report is None:
             age = None
         else:
@@ -256,4 +299,14 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
         drainable=tuple(instance_id for _, instance_id in drainable),
         next_change_at=earliest,
         retiring=retiring,
+        confirm_drain=tuple(confirm),
     )
+
+
+def _keep_protection(
+    report: ReportView, now: float, stale_after: float, changes_at: float
+) -> tuple[bool, float]:
+    """Protection is removed only on the word of a settled boot (controller.boots)."""
+    if settled(report, now, stale_after):
+        return False, changes_at
+    return True, min(changes_at, settles_at(report, stale_after))

@@ -44,12 +44,14 @@ class InstanceState(StrEnum):
     STANDBY = "standby"
     WARMED = "warmed"
     """In the group's warm pool (Warmed:*): not in service, drawn on first by a scale-out."""
+    CONFLICTED = "conflicted"
+    """Two boots report for it (controller.boots): counted busy, protected, never terminated."""
 
 
-PROTECTED_STATES = frozenset({InstanceState.BUSY, InstanceState.DRAINING, InstanceState.STALE})
-NEVER_TERMINATED = frozenset(
-    {InstanceState.BUSY, InstanceState.DRAINING, InstanceState.STALE, InstanceState.UNKNOWN}
+PROTECTED_STATES = frozenset(
+    {InstanceState.BUSY, InstanceState.DRAINING, InstanceState.STALE, InstanceState.CONFLICTED}
 )
+NEVER_TERMINATED = PROTECTED_STATES | {InstanceState.UNKNOWN}
 
 
 class Reason(StrEnum):
@@ -76,6 +78,9 @@ class Reason(StrEnum):
     RECYCLE_RECORDINGS = "recycle-recordings"
     RECYCLE_UPTIME = "recycle-uptime"
     ROLLOUT = "rollout"
+    CONFLICTED = "conflicted"
+    CONFIRM_DRAIN = "confirm-drain"
+    """Ask again a boot that drained without being asked (a restart, or a controller restart)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,17 @@ class ReportView(NamedTuple):
     """When the instance booted, on the controller's clock (receive time less its uptime)."""
     ami_id: str | None = None
     agent_version: str | None = None
+    boot_id: str = ""
+    boot_since: float = -math.inf
+    """When the held boot's first report arrived since it became the held one (its takeover);
+    the defaults describe one boot held since long ago (controller.boots)."""
+    rival_boot: str | None = None
+    """The boot the held one took over from, if any."""
+    rival_since: float | None = None
+    """When that boot had itself taken over from another: two takeovers within staleAfter
+    are two live boots, a conflict."""
+    rival_busy_at: float | None = None
+    """The last report of any earlier boot that said busy or uploading."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +163,7 @@ class Observed:
     first_seen: Mapping[str, float]
     """When the controller first saw each instance in the ASG (never before its own start)."""
     drain_requested: Mapping[str, float]
-    """Instances the controller asked to drain, with when it asked."""
+    """Instances the controller asked to drain, with when it last asked."""
     controller_started_at: float
     last_scale_out_at: float | None = None
     lifecycle_waits: Mapping[str, LifecycleWait] = field(default_factory=dict)

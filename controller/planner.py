@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from common.wire import BusyStatus
+from controller.boots import conflict_conditions, lifecycle_drained, wants_drain_request
 from controller.derive import (
     Derivation,
     boot_timed_out,
@@ -62,11 +63,8 @@ _REPLACE_REASON = {
     InstanceState.EXPIRED: Reason.EXPIRED,
     InstanceState.FAILED_BOOT: Reason.FAILED_BOOT,
 }
-_PROTECT_REASON = {
-    InstanceState.BUSY: Reason.BUSY,
-    InstanceState.DRAINING: Reason.DRAINING,
-    InstanceState.STALE: Reason.STALE,
-}
+_PROTECT_REASON = {InstanceState.BUSY: Reason.BUSY, InstanceState.DRAINING: Reason.DRAINING}
+_PROTECT_REASON |= {InstanceState.STALE: Reason.STALE, InstanceState.CONFLICTED: Reason.CONFLICTED}
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,8 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
     actions.extend(capacity)
     retiring = retire(spec, derived, target_free, ctx.observing_only)
     drains = [] if capacity else _scale_in(ctx, terminations)
-    actions.extend([*retiring.drains, *drains])
+    confirm = [DrainInstance(i, Reason.CONFIRM_DRAIN) for i in derived.confirm_drain]
+    actions.extend([*retiring.drains, *drains, *confirm])
     actions.extend(_lifecycle(ctx))
 
     decrements = sum(1 for t in terminations if t.decrement)
@@ -140,7 +139,8 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
         instances=derived.views,
         desired_capacity=final,
         conditions=_conditions(ctx, final, scaled)
-        + fleet_conditions(observed, retiring, derived, target_free, now, final),
+        + fleet_conditions(observed, retiring, derived, target_free, now, final)
+        + conflict_conditions(derived.by_state[InstanceState.CONFLICTED]),
         target_free=target_free,
     )
 
@@ -272,12 +272,12 @@ def _lifecycle(ctx: _Context) -> list[DrainInstance | LifecycleHeartbeat | Compl
     actions: list[DrainInstance | LifecycleHeartbeat | CompleteLifecycle] = []
     for instance_id in sorted(observed.lifecycle_waits):
         wait = observed.lifecycle_waits[instance_id]
-        report = observed.reports.get(instance_id)
-        fresh = is_fresh(spec, report, now)
+        report, stale_after = observed.reports.get(instance_id), spec.instances.staleAfter
+        fresh, asked_at = is_fresh(spec, report, now), observed.drain_requested.get(instance_id)
         done: Reason | None = None
         if now - wait.started_at >= spec.drain.timeout:
             done = Reason.LIFECYCLE_TIMEOUT
-        elif fresh and report is not None and report.drained and report.pending_uploads == 0:
+        elif fresh and report and lifecycle_drained(report, wait, asked_at, now, stale_after):
             done = Reason.LIFECYCLE_DRAINED
         elif (
             report is None
@@ -288,7 +288,7 @@ def _lifecycle(ctx: _Context) -> list[DrainInstance | LifecycleHeartbeat | Compl
         if done is not None:
             actions.append(CompleteLifecycle(instance_id, wait.hook_name, wait.token, done))
             continue
-        if fresh and instance_id not in observed.drain_requested:
+        if fresh and report and wants_drain_request(report, asked_at, now, stale_after):
             # Someone else is terminating it: stop Jibri taking new recordings, keep the rest.
             actions.append(DrainInstance(instance_id, Reason.TERMINATION_REQUESTED))
         if now - wait.last_heartbeat_at >= wait.heartbeat_timeout * HEARTBEAT_FRACTION:

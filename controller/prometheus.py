@@ -28,7 +28,7 @@ ACTION_REASONS: Final[dict[str, tuple[Reason, ...]]] = {
     "set-bounds": (Reason.BOUNDS_DRIFT,),
     "scale-out": (Reason.BELOW_MIN, Reason.BELOW_TARGET_FREE),
     "scale-in": (Reason.ABOVE_MAX,),
-    "protect": (Reason.BUSY, Reason.DRAINING, Reason.STALE),
+    "protect": (Reason.BUSY, Reason.DRAINING, Reason.STALE, Reason.CONFLICTED),
     "unprotect": (Reason.NOT_BUSY,),
     "drain": (
         Reason.IDLE_EXCESS,
@@ -36,6 +36,7 @@ ACTION_REASONS: Final[dict[str, tuple[Reason, ...]]] = {
         Reason.RECYCLE_RECORDINGS,
         Reason.RECYCLE_UPTIME,
         Reason.ROLLOUT,
+        Reason.CONFIRM_DRAIN,
     ),
     "terminate": (Reason.DRAINED,),
     "replace": (Reason.DRAINED, Reason.UNHEALTHY, Reason.EXPIRED, Reason.FAILED_BOOT),

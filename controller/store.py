@@ -1,4 +1,10 @@
-"""The reports the controller holds, one per instance, with the streaks the planner needs."""
+"""The reports the controller holds, one per instance, with the streaks the planner needs.
+
+A report from a new boot of an instance is held at once (an agent restart must be heard
+within a report), but with how it came to be held: when it took over, from which boot, and
+when that one had taken over or last said busy. controller.boots reads from those whether
+two boots are reporting in turn (conflicted) and what a new boot's word may change.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,8 @@ class _Entry:
     boot_id: str
     seq: int
     view: ReportView
+    busy_at: float | None = None
+    """The held boot's last busy or uploading report before the one in `view`."""
 
 
 def _is_idle(report: Report) -> bool:
@@ -55,7 +63,40 @@ def _since(streak_start: float | None, now: float) -> float:
 
 
 def _signature(view: ReportView) -> tuple[object, ...]:
-    return (view.busy, view.health, view.draining, view.drained, view.pending_uploads > 0)
+    return (
+        view.busy,
+        view.health,
+        view.draining,
+        view.drained,
+        view.pending_uploads > 0,
+        view.boot_id,
+    )
+
+
+def _busy(view: ReportView) -> bool:
+    return view.busy is BusyStatus.BUSY or view.pending_uploads > 0
+
+
+def _latest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+_Lineage = tuple[float, str | None, float | None, float | None]
+"""A held boot's boot_since, rival_boot, rival_since and rival_busy_at (controller.boots)."""
+
+
+def _lineage(held: _Entry | None, boot_id: str, now: float) -> _Lineage:
+    """How the reporting boot comes to be held: kept from the same boot, or a takeover."""
+    if held is None:
+        return now, None, None, None
+    view = held.view
+    if held.boot_id == boot_id:
+        return view.boot_since, view.rival_boot, view.rival_since, view.rival_busy_at
+    # A takeover. The boot it replaces had itself taken over at boot_since, unless it was
+    # the first boot seen; two takeovers within staleAfter are two live boots.
+    rival_since = view.boot_since if view.rival_boot is not None else None
+    last_busy = view.received_at if _busy(view) else held.busy_at
+    return now, held.boot_id, rival_since, _latest(view.rival_busy_at, last_busy)
 
 
 class ReportStore:
@@ -81,8 +122,10 @@ class ReportStore:
             return Accepted(Outcome.OUT_OF_ORDER, changed=False)
         previous = held.view if held is not None else None
         jibri = report.jibri
+        same_boot = held is not None and held.boot_id == report.bootId
         if (
             managed
+            and same_boot
             and held is not None
             and previous is not None
             and instance_id in self._managed
@@ -96,9 +139,10 @@ class ReportStore:
         ):
             # A heartbeat (most reports are): the same state again, only fresher. Every
             # streak and what the planner derives stay as they are.
-            held.boot_id, held.seq = report.bootId, report.seq
+            held.seq = report.seq
             held.view = previous._replace(received_at=now)
             return _HEARTBEAT
+        boot_since, rival_boot, rival_since, rival_busy_at = _lineage(held, report.bootId, now)
         idle = _is_idle(report)
         unhealthy = _is_unhealthy(report)
         idle_since = _since(previous.idle_since if previous else None, now)
@@ -118,8 +162,16 @@ class ReportStore:
             booted_at=None if report.uptimeSeconds is None else now - report.uptimeSeconds,
             ami_id=report.amiId,
             agent_version=report.agentVersion,
+            boot_id=report.bootId,
+            boot_since=boot_since,
+            rival_boot=rival_boot,
+            rival_since=rival_since,
+            rival_busy_at=rival_busy_at,
         )
-        entry = _Entry(report.bootId, report.seq, view)
+        busy_at = None
+        if same_boot and held is not None and previous is not None:
+            busy_at = previous.received_at if _busy(previous) else held.busy_at
+        entry = _Entry(report.bootId, report.seq, view, busy_at)
         if managed:
             self._unmanaged.pop(instance_id, None)
             self._managed[instance_id] = entry

@@ -22,7 +22,7 @@ MAX_ABS_VALUE: Final = 2.0**360
 # silence as "unknown: busy", and they stay protected for the same reason.
 _GAUGES: Final[Mapping[str, frozenset[InstanceState]]] = {
     cw_names.FREE: frozenset({InstanceState.IDLE, InstanceState.STARTING}),
-    cw_names.BUSY: frozenset({InstanceState.BUSY, InstanceState.STALE}),
+    cw_names.BUSY: frozenset({InstanceState.BUSY, InstanceState.STALE, InstanceState.CONFLICTED}),
     cw_names.STARTING: frozenset({InstanceState.STARTING}),
     cw_names.DRAINING: frozenset({InstanceState.DRAINING}),
 }

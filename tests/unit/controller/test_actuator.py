@@ -106,7 +106,8 @@ async def test_actions_run_in_plan_order(aws: tuple[FakeAutoScaling, list[str]])
 
 
 async def test_drain_is_remembered_not_sent(aws: tuple[FakeAutoScaling, list[str]]) -> None:
-    """A drain is recorded in the actuation status (for the next report answer); no AWS call."""
+    """A drain is recorded in the actuation status (for the next report answer), the latest
+    request kept (it asks the boot held now); no AWS call."""
     fake, ids = aws
     actuation = ActuationStatus()
     actuation.drain_requested_now(ids[1], 5.0)
@@ -121,7 +122,7 @@ async def test_drain_is_remembered_not_sent(aws: tuple[FakeAutoScaling, list[str
         now=42.0,
     )
     assert fake.mutations() == []
-    assert actuation.drain_requested == {ids[0]: 42.0, ids[1]: 5.0}
+    assert actuation.drain_requested == {ids[0]: 42.0, ids[1]: 42.0}
 
 
 @pytest.mark.parametrize(

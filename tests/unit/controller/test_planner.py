@@ -71,7 +71,9 @@ def protected_ids(result: Plan) -> set[str]:
         pytest.param(report("IDLE", age=31), {}, InstanceState.STALE, id="stale"),
         pytest.param(report("IDLE", draining=True), {}, InstanceState.DRAINING, id="draining"),
         pytest.param(report("BUSY", draining=True), {}, InstanceState.DRAINING, id="drain-busy"),
-        pytest.param(report("IDLE", drained=True), {}, InstanceState.DRAINED, id="drained"),
+        pytest.param(
+            report("IDLE", drained=True), {}, InstanceState.DRAINING, id="drained-unasked"
+        ),
         pytest.param(
             report("IDLE", drained=True, pending_uploads=1),
             {},
@@ -281,6 +283,7 @@ def test_drained_is_terminated_with_decrement() -> None:
     """A drained instance is terminated and the desired capacity decremented."""
     fleet = ObservationBuilder()
     drained = fleet.add(1, report("IDLE", drained=True))
+    fleet.drain_requested[drained] = NOW - 60
     fleet.add_many(range(2, 4), report("IDLE"))
     result = plan(spec(), fleet.observed(), NOW)
     assert of(result, Terminate) == [Terminate(drained, True, Reason.DRAINED)]
@@ -292,6 +295,7 @@ def test_drained_at_min_is_replaced() -> None:
     """A drained instance at min capacity is terminated without decrement (the ASG replaces)."""
     fleet = ObservationBuilder()
     drained = fleet.add(1, report("IDLE", drained=True))
+    fleet.drain_requested[drained] = NOW - 60
     result = plan(spec(capacity={"min": 1, "max": 10}), fleet.observed(), NOW)
     assert of(result, Terminate) == [Terminate(drained, False, Reason.DRAINED)]
 
@@ -300,6 +304,7 @@ def test_scale_out_and_drained_termination_in_one_pass() -> None:
     """Terminations run before the capacity change, which targets the capacity after them."""
     fleet = ObservationBuilder()
     drained = fleet.add(1, report("IDLE", drained=True))
+    fleet.drain_requested[drained] = NOW - 60
     fleet.add_many(range(2, 5), report("BUSY"))
     result = plan(spec(), fleet.observed(), NOW)
     assert of(result, Terminate) == [Terminate(drained, True, Reason.DRAINED)]

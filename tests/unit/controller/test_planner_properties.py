@@ -17,6 +17,7 @@ from controller.model import (
     InstanceState,
     LifecycleWait,
     Observed,
+    Reason,
     SetDesiredCapacity,
     SetProtection,
     Terminate,
@@ -199,11 +200,15 @@ def test_protection_is_safe_and_batched(case: tuple[object, Observed]) -> None:
 @settings(max_examples=400, deadline=None)
 @given(situations())
 def test_drains_only_idle_or_terminating(case: tuple[object, Observed]) -> None:
-    """Scale-in only drains idle instances (or ones the ASG is already terminating)."""
+    """Scale-in only drains idle instances (or ones the ASG is already terminating); a drained
+    instance never asked is asked to confirm."""
     pool, observed = case
     result = plan(pool, observed, NOW)  # type: ignore[arg-type]
     derived = {v.instance_id: v.state for v in result.instances}
     for action in result.actions:
-        if isinstance(action, DrainInstance):
+        if isinstance(action, DrainInstance) and action.reason is Reason.CONFIRM_DRAIN:
+            assert derived[action.instance_id] is InstanceState.DRAINING
+            assert observed.reports[action.instance_id].drained
+        elif isinstance(action, DrainInstance):
             assert derived[action.instance_id] in (InstanceState.IDLE, InstanceState.TERMINATING)
             assert action.instance_id not in observed.drain_requested
