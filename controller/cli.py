@@ -38,6 +38,7 @@ from controller.planner import plan as default_planner
 from controller.pools import Controller
 from controller.prometheus import Metrics
 from controller.reload import ConfigWatcher, load
+from controller.rollout_cli import RolloutUsageError, add_rollout_command, cmd_rollout
 from controller.spec import ConfigError, DesiredState, load_desired_state
 from controller.store import ReportStore
 from controller.warm_pool_step import WarmPoolApis, WarmPoolSync
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("status", help="print a running controller's /status as tables")
     show.add_argument("--url", default=DEFAULT_URL, help=f"controller URL (default {DEFAULT_URL})")
     show.add_argument("--json", action="store_true", help="print the raw JSON instead")
+    add_rollout_command(commands)
     return parser
 
 
@@ -377,10 +379,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return cmd_run(args, env)
         if args.command == "validate":
             return cmd_validate(args)
+        if args.command == "rollout":
+            return cmd_rollout(args)
         return cmd_status(args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    except UsageError as exc:
+    except (UsageError, RolloutUsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
