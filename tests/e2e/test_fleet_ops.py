@@ -18,7 +18,9 @@ from tests.support.controller import (
     Agent,
     ReportingAgents,
     RunningController,
+    controller_env,
     pool_yaml,
+    run_command,
     running_controller,
     wait_for,
 )
@@ -108,3 +110,70 @@ def test_empty_scaling_activities_leave_launches_healthy(
             operation="DescribeScalingActivities",
             outcome="success",
         )
+
+
+OLD_AMI, NEW_AMI = "ami-00000000000000001", "ami-00000000000000002"
+
+
+def add_template_version(emulator: Emulator) -> None:
+    ec2 = emulator.boto3_client("ec2")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    ec2.create_launch_template_version(
+        LaunchTemplateName=f"{GROUP}-template",
+        LaunchTemplateData={"ImageId": image, "InstanceType": "c5.large"},
+    )
+
+
+def test_rollout_canary_first_then_old_idle_ones_never_the_busy_one(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """`controller rollout` sets spec.rollout; the running controller switches the group to
+    version 2, launches one canary, waits for it to report idle and healthy on the new AMI,
+    then drains the old idle recorders (reason rollout) and leaves the busy one until it is
+    idle, and /status says the rollout is complete."""
+    ids = create_asg(emulator, GROUP, min_size=0, max_size=10, desired=3)
+    add_template_version(emulator)
+    config = tmp_path / "pools.yaml"
+    config.write_text(pool_yaml(target_free=1, stale_after="5s", idle_for="1h"))
+    with running_controller(emulator, config) as controller:
+        agents = [Agent(controller, i, extra={"amiId": OLD_AMI}) for i in ids]
+        agents[0].busy = "BUSY"
+        with ReportingAgents(agents, interval=0.3) as fleet:
+            started = run_command(
+                [
+                    "rollout",
+                    "recorders",
+                    "--config",
+                    str(config),
+                    "--launch-template-version",
+                    "2",
+                    "--image-id",
+                    NEW_AMI,
+                    "--healthy-for",
+                    "1s",
+                ],
+                controller_env(emulator),
+            )
+            assert started.returncode == 0, started.stderr
+            wait_for(lambda: group(emulator)["LaunchTemplate"]["Version"] == "2", what="version 2")
+            wait_for(lambda: len(members(emulator)) == 4, what="the canary")
+            canary = condition(controller, "RollingOut")
+            assert canary is not None and canary["reason"] in ("Canary", "Switching")
+            assert controller.actions("drain") == []  # nothing old leaves before the canary
+            (new,) = members(emulator) - set(ids)
+            fleet.add(Agent(controller, new, extra={"amiId": NEW_AMI}))
+            wait_for(lambda: not ({ids[1], ids[2]} & members(emulator)), what="old idle ones gone")
+            assert ids[0] in members(emulator) and agents[0].drain_answers == 0
+            fleet.set(ids[0], busy="IDLE")
+            wait_for(lambda: ids[0] not in members(emulator), what="the once-busy one gone")
+            done = wait_for(
+                lambda: (c := condition(controller, "RollingOut")) and c["reason"] == "Complete",
+                what="rollout complete",
+            )
+            assert done
+        drains = controller.actions("drain")
+        assert {d["instance_ids"][0] for d in drains} == set(ids)
+        assert {d["reason"] for d in drains} == {"rollout"}
+        assert [a for a in controller.actions("drain") if a["instance_ids"] == [new]] == []
+        events = [line.get("event") for line in controller.logs()]
+        assert events.index("launch template version") < events.index("rollout canaries healthy")
