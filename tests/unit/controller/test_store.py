@@ -196,3 +196,74 @@ def test_a_heartbeat_only_freshens_the_held_report(first: Report) -> None:
     assert before is not None and after == before._replace(received_at=15.0)
     stale = store.accept(first.model_copy(update={"seq": 2}), 20.0, managed=True)
     assert stale.outcome is Outcome.OUT_OF_ORDER and store.get(IID) == after
+
+
+# --- boots: how the held boot came to be held (controller.boots) ---------------------------
+
+
+def test_first_boot_has_no_rival() -> None:
+    """The first boot seen is held since its first report, with no rival."""
+    store = ReportStore()
+    store.accept(report(1), 10.0, managed=True)
+    store.accept(report(2, "BUSY"), 11.0, managed=True)
+    view = store.get(IID)
+    assert view is not None and view.boot_id == "boot-a" and view.boot_since == 10.0
+    assert (view.rival_boot, view.rival_since, view.rival_busy_at) == (None, None, None)
+
+
+def test_takeover_with_the_same_state_is_no_heartbeat() -> None:
+    """A report of another boot repeating the held state is a takeover, not a heartbeat: it
+    changes what the planner derives and records the boot it replaced."""
+    store = ReportStore()
+    store.accept(report(5), 10.0, managed=True)
+    accepted = store.accept(report(1, boot="boot-b"), 11.0, managed=True)
+    view = store.get(IID)
+    assert accepted.outcome is Outcome.ACCEPTED and accepted.changed
+    assert view is not None and view.boot_id == "boot-b" and view.boot_since == 11.0
+    assert view.rival_boot == "boot-a" and view.rival_since is None
+
+
+def test_second_takeover_records_when_the_first_happened() -> None:
+    """Boots reporting in turn: each takeover records when the replaced boot took over."""
+    store = ReportStore()
+    store.accept(report(5), 10.0, managed=True)
+    store.accept(report(1, boot="boot-b"), 11.0, managed=True)
+    store.accept(report(6), 12.0, managed=True)
+    view = store.get(IID)
+    assert view is not None and view.boot_id == "boot-a" and view.boot_since == 12.0
+    assert view.rival_boot == "boot-b" and view.rival_since == 11.0
+
+
+@pytest.mark.parametrize(
+    ("earlier", "busy_at"),
+    [
+        pytest.param([report(1, "BUSY"), report(2, "BUSY")], 2.0, id="busy-heartbeat"),
+        pytest.param([report(1, "BUSY"), report(2)], 1.0, id="busy-then-idle"),
+        pytest.param([report(1), report(2, uploads=3)], 2.0, id="uploading"),
+        pytest.param([report(1), report(2)], None, id="never-busy"),
+    ],
+)
+def test_takeover_keeps_when_the_replaced_boot_last_said_busy(
+    earlier: list[Report], busy_at: float | None
+) -> None:
+    """rival_busy_at is the replaced boot's last busy or uploading report, kept across more
+    takeovers."""
+    store = ReportStore()
+    for n, rep in enumerate(earlier, start=1):
+        store.accept(rep, float(n), managed=True)
+    store.accept(report(1, boot="boot-b"), 5.0, managed=True)
+    store.accept(report(1, boot="boot-c"), 6.0, managed=True)
+    view = store.get(IID)
+    assert view is not None and view.rival_boot == "boot-b" and view.rival_busy_at == busy_at
+
+
+def test_same_boot_keeps_its_lineage() -> None:
+    """Later reports of the held boot keep when it took over and from whom."""
+    store = ReportStore()
+    store.accept(report(5, "BUSY"), 10.0, managed=True)
+    store.accept(report(1, boot="boot-b"), 11.0, managed=True)
+    store.accept(report(2, "BUSY", boot="boot-b"), 12.0, managed=True)
+    store.accept(report(3, boot="boot-b"), 13.0, managed=True)
+    view = store.get(IID)
+    assert view is not None and view.boot_since == 11.0 and view.rival_boot == "boot-a"
+    assert view.rival_busy_at == 10.0
