@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         "day-to-day noise, bursts at :00/:30 and :15/:45): the first are the planner's "
         "history, the last --score days are simulated and scored",
     )
-    p.add_argument("--score", type=int, default=3, help="with --days: days scored (default 3)")
+    p.add_argument(
+        "--score", type=int, help="with --days: days scored (default 3, at most days - 1)"
+    )
     p.add_argument(
         "--surprise-day",
         type=int,
@@ -274,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.days is not None:
         if args.trace or args.history or args.hours is not None:
             return _fail("--days makes its own days: it takes no --trace, --history or --hours")
+        if args.score is None:
+            args.score = max(1, min(3, args.days - 1))
         if not 1 <= args.score < args.days:
             return _fail("--days needs at least one day of history before the --score days")
         if args.surprise_day is not None and not 0 <= args.surprise_day <= args.days:

@@ -90,7 +90,7 @@ def test_oracle_costs_no_more_than_any_policy_that_served_everything(shape: DayS
 
 
 def _comparable(result: PolicyResult) -> dict[str, Any]:
-    timing = {"plan_seconds_total", "plan_ms_mean", "plan_ms_max"}
+    timing = {"plan_seconds_total", "plan_ms_mean", "plan_ms_max", "readiness_ms_mean"}
     fields = asdict(result)
     fields.pop("wall_seconds")
     fields["extra"] = {k: v for k, v in result.extra.items() if k not in timing}
@@ -112,7 +112,9 @@ def test_planner_never_terminates_a_busy_instance(seed: int) -> None:
     """Under bursty demand the planner scales in through drains and never kills a recording."""
     (result,) = run_all(_scenario(BURSTY, seed, scaleIn={"idleFor": "1m"}), ("planner",))
     assert result.extra["actions_terminate"] > 10
-    assert result.extra["actions_drain"] == result.extra["actions_terminate"]
+    # Every termination follows a drain; a drain begun in the run's last minute may not end.
+    drains, terminations = result.extra["actions_drain"], result.extra["actions_terminate"]
+    assert drains - 2 <= terminations <= drains
     assert (result.busy_terminations, result.lost, result.rejected_calls) == (0, 0, 0)
 
 
