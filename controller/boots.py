@@ -108,8 +108,7 @@ def lifecycle_drained(
     """In Terminating:Wait, the held boot drained after being asked (the wait asks too)."""
     asked_at = wait.started_at if requested_at is None else max(requested_at, wait.started_at)
     return (
-        report.drained
-        and report.pending_uploads == 0
+        drained_report(report)
         and drain_asked(report, asked_at)
         and guard(report, now, stale_after) is None
     )

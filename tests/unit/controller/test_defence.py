@@ -313,14 +313,16 @@ def test_conflicted_is_protected() -> None:
     [
         pytest.param("A", ["continue:lifecycle-drained"], id="boot-held-at-wait-start"),
         pytest.param("C", [], id="fresh-boot"),
+        pytest.param("A-busy", [], id="drained-but-busy"),
     ],
 )
 def test_lifecycle_wait_continues_only_for_the_boot_asked(drainer: str, actions: list[str]) -> None:
     """In Terminating:Wait, a drained report ends the wait only from the boot held when the
-    wait began (or the controller last asked)."""
+    wait began (or the controller last asked), and never while it says BUSY."""
     t = Timeline()
     t.every("A", T0, NOW - 2.0, "BUSY")
     t.drain_requested[X] = NOW - 60.0
-    t.send(NOW - 1.0, drainer, draining=True, drained=True)
+    busy = "BUSY" if drainer == "A-busy" else "IDLE"
+    t.send(NOW - 1.0, drainer[0], busy, draining=True, drained=True)
     result = t.plan(NOW, wait=NOW - 60.0)
     assert [a for a in touched(result) if a.startswith("continue")] == actions
