@@ -53,12 +53,6 @@ def settles_at(report: ReportView, stale_after: float) -> float:
     return report.boot_since + stale_after + MARGIN
 
 
-def busy_elsewhere(report: ReportView, now: float, stale_after: float) -> bool:
-    """Another boot said busy or uploading within staleAfter."""
-    busy_at = report.rival_busy_at
-    return busy_at is not None and now - busy_at <= stale_after
-
-
 def guard(
     report: ReportView, now: float, stale_after: float
 ) -> tuple[InstanceState, str, float] | None:
@@ -69,6 +63,7 @@ def guard(
         return InstanceState.CONFLICTED, detail, settles_at(report, stale_after)
     busy_at = report.rival_busy_at
     if busy_at is not None and now - busy_at <= stale_after:
+        # Another boot said busy or uploading within staleAfter.
         detail = (
             f"boot {report.rival_boot} busy {now - busy_at:.0f}s ago; "
             f"boot {report.boot_id} not yet settled"
