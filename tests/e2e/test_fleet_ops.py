@@ -52,6 +52,11 @@ def condition(controller: RunningController, kind: str) -> dict[str, Any] | None
     return None
 
 
+def rollout_condition(controller: RunningController, reason: str) -> dict[str, Any] | None:
+    found = condition(controller, "RollingOut")
+    return found if found is not None and found["reason"] == reason else None
+
+
 def test_worn_recorder_is_replaced_first_then_drained_and_busy_one_kept(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -167,8 +172,7 @@ def test_rollout_canary_first_then_old_idle_ones_never_the_busy_one(
             fleet.set(ids[0], busy="IDLE")
             wait_for(lambda: ids[0] not in members(emulator), what="the once-busy one gone")
             done = wait_for(
-                lambda: (c := condition(controller, "RollingOut")) and c["reason"] == "Complete",
-                what="rollout complete",
+                lambda: rollout_condition(controller, "Complete"), what="rollout complete"
             )
             assert done
         drains = controller.actions("drain")
@@ -177,3 +181,27 @@ def test_rollout_canary_first_then_old_idle_ones_never_the_busy_one(
         assert [a for a in controller.actions("drain") if a["instance_ids"] == [new]] == []
         events = [line.get("event") for line in controller.logs()]
         assert events.index("launch template version") < events.index("rollout canaries healthy")
+
+
+def test_canary_that_never_boots_rolls_back(emulator: Emulator, tmp_path: Path) -> None:
+    """A canary that never reports within bootTimeout aborts the rollout: the group goes
+    back to its previous version, RollingOut says why, and no old recorder is drained."""
+    ids = create_asg(emulator, GROUP, min_size=0, max_size=10, desired=2)
+    add_template_version(emulator)
+    config = tmp_path / "pools.yaml"
+    rollout = "  rollout: {launchTemplateVersion: '2', healthyFor: 1s}\n"
+    config.write_text(pool_yaml(target_free=1, boot_timeout="3s", idle_for="1h") + rollout)
+    with running_controller(emulator, config) as controller:
+        agents = [Agent(controller, i) for i in ids]
+        with ReportingAgents(agents, interval=0.3):
+            wait_for(lambda: len(members(emulator)) == 3, what="the canary")
+            back = wait_for(
+                lambda: rollout_condition(controller, "RolledBack"), what="the rollback"
+            )
+            assert "did not boot" in back["message"]
+            wait_for(
+                lambda: group(emulator)["LaunchTemplate"]["Version"] == "$Latest",
+                what="the previous version back",
+            )
+        assert controller.actions("drain") == []
+        assert set(ids) <= members(emulator)
