@@ -31,7 +31,7 @@ from tests.support.controller import (
 pytestmark = pytest.mark.e2e
 
 GROUP = "jibri-recorders"
-ATTACKS = {
+ATTACKS: dict[str, dict[str, Any]] = {
     "drained": {"drained": True},
     "draining-drained": {"draining": True, "drained": True},
     "expired": {"busy": "EXPIRED"},
