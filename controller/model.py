@@ -16,8 +16,8 @@ from common.wire import BusyStatus, HealthStatus
 
 if TYPE_CHECKING:
     from controller.launches import LaunchHealth
-    from controller.rollout import RolloutStatus
     from controller.readiness.forecast import ReadinessTarget
+    from controller.rollout import RolloutStatus
     from controller.warm_pool import WarmCapacity
 
 PROTECTION_BATCH: Final = 50
