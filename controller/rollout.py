@@ -173,7 +173,13 @@ def decide(
     rollout, asg = spec.rollout, observed.asg
     if rollout is None or asg.template_id is None:
         memory.reset()
-        return None, None
+        if rollout is None:
+            return None, None
+        message = "the group has no launch template (a launch configuration or mixed instances)"
+        version = rollout.launchTemplateVersion
+        return RolloutStatus(
+            "stuck", version, None, None, frozenset(), None, (), 0, 0, message
+        ), None
     target = rollout.launchTemplateVersion
     if memory.target != target:
         memory.reset(target)

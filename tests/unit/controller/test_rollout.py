@@ -208,6 +208,21 @@ def test_no_rollout_spec_means_no_status() -> None:
     assert memory.target is None
 
 
+def test_group_without_launch_template_is_stuck_and_says_so() -> None:
+    """A group on a launch configuration cannot be rolled: RollingOut says why, nothing moves."""
+    fleet = Fleet()
+    fleet.add(1, report())
+    observed = fleet.observed()
+    observed = dataclasses.replace(
+        observed, asg=dataclasses.replace(observed.asg, template_id=None)
+    )
+    status, version = decide(pool(), observed, RolloutMemory(), NOW)
+    assert version is None and status is not None and status.phase == "stuck"
+    assert status.condition().reason == "Stuck" and "launch template" in status.message
+    result = plan(pool(), dataclasses.replace(observed, rollout=status), NOW)
+    assert drains(result) == {}
+
+
 def test_a_new_target_version_starts_afresh() -> None:
     """Changing spec.rollout's version forgets an earlier abort and switches again."""
     fleet = Fleet(version="1")
