@@ -1,4 +1,4 @@
-"""The agent's side of the drain handshake (DESIGN §6).
+"""The agent's side of the drain handshake (docs/design.md §6).
 
 Once the controller answers `{"drain": true}`, the agent writes a marker file (atomically,
 before anything else) and asks Jibri to shut down gracefully. Jibri exits once idle; a

@@ -1,6 +1,6 @@
 """Jibri's local HTTP API as the agent sees it: health polling and the graceful shutdown.
 
-Jibri's answers (DESIGN §7):
+Jibri's answers (docs/design.md §7):
 
     GET  :2222/jibri/api/v1.0/health
          {"status": {"busyStatus": "IDLE|BUSY|EXPIRED",

@@ -1,4 +1,4 @@
-"""Reports to the controller (DESIGN §7): every interval, and at once on a change.
+"""Reports to the controller (docs/design.md §7): every interval, and at once on a change.
 
 Each attempt snapshots the instance afresh with a new `seq`, so a report that failed is never
 re-sent stale: the retry *is* the next report. Transient failures back off with jitter, but a

@@ -1,4 +1,4 @@
-"""The controller's Prometheus metrics (DESIGN §9), on a registry of their own.
+"""The controller's Prometheus metrics (docs/design.md §9), on a registry of their own.
 
 Every label set that can occur is created up front (`add_pool`), so a dashboard or an alert
 sees a zero instead of a missing series before the first event.

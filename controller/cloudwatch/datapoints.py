@@ -18,8 +18,8 @@ MAX_REQUEST_BYTES: Final = 1_000_000
 MAX_ABS_VALUE: Final = 2.0**360
 """CloudWatch rejects values beyond ±2^360, and NaN or infinities."""
 
-# The pool gauge each state adds to. Stale instances count as busy: DESIGN §4 treats their
-# silence as "unknown: busy", and they stay protected for the same reason.
+# The pool gauge each state adds to. Stale instances count as busy: docs/design.md §4 treats
+# their silence as busy, and they stay protected for the same reason.
 _GAUGES: Final[Mapping[str, frozenset[InstanceState]]] = {
     cw_names.FREE: frozenset({InstanceState.IDLE, InstanceState.STARTING}),
     cw_names.BUSY: frozenset({InstanceState.BUSY, InstanceState.STALE, InstanceState.CONFLICTED}),

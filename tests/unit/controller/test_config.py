@@ -1,4 +1,4 @@
-"""Desired-state parsing and validation (DESIGN §3)."""
+"""Desired-state parsing and validation (docs/design.md §3)."""
 
 from __future__ import annotations
 
