@@ -144,7 +144,7 @@ def _silent_state(limits: _Limits, instance: AsgInstance) -> _State:
 
 def _settled_due(limits: _Limits, report: ReportView, state: _State) -> _State:
     """Replacement on a report's word waits until its boot has settled (controller.boots)."""
-    if not state[1] or settled(report, limits.now, limits.stale_after):
+    if settled(report, limits.now, limits.stale_after):
         return state
     settle_at = settles_at(report, limits.stale_after)
     return state[0], False, f"{state[2]}; boot not yet settled", min(state[3], settle_at)
@@ -170,18 +170,19 @@ def _reported_state(limits: _Limits, instance_id: str, report: ReportView) -> _S
     if now - report.received_at > limits.stale_after:
         return InstanceState.STALE, False, "agent silent for longer than staleAfter", math.inf
     stale_at = report.received_at + limits.stale_after + STALE_MARGIN
-    held = guard(report, now, limits.stale_after)
-    if held is not None:
-        return held[0], False, held[1], min(stale_at, held[2])
+    if report.rival_since is not None or report.rival_busy_at is not None:
+        held = guard(report, now, limits.stale_after)
+        if held is not None:
+            return held[0], False, held[1], min(stale_at, held[2])
     state = _report_says(limits, instance_id, report, stale_at)
-    return _settled_due(limits, report, state)
+    return _settled_due(limits, report, state) if state[1] else state
 
 
 def _report_says(limits: _Limits, instance_id: str, report: ReportView, stale_at: float) -> _State:
     """The state a fresh report of a boot the rules believe gives (controller.boots)."""
     now = limits.now
     uploading = report.pending_uploads > 0
-    if drained_report(report):
+    if report.drained and drained_report(report):
         return _drained_state(limits, instance_id, report, stale_at)
     if report.draining or instance_id in limits.drain_requested:
         return InstanceState.DRAINING, False, "graceful shutdown in progress", stale_at
