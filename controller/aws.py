@@ -32,6 +32,7 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from controller.errors import AwsError as AwsError  # re-exported for callers
 from controller.launches import AioScalingActivities
 from controller.model import PROTECTION_BATCH as PROTECTION_BATCH
 from controller.model import AsgInstance, AsgView
@@ -92,16 +93,6 @@ _VALIDATION = frozenset(
         "InvalidAction",
     }
 )
-
-
-class AwsError(Exception):
-    """An AWS call failed after botocore's own retries."""
-
-    def __init__(self, operation: str, kind: str, message: str) -> None:
-        self.operation = operation
-        self.kind = kind
-        self.message = message
-        super().__init__(f"{operation}: {kind}: {message}")
 
 
 AwsFailure = ClientError | BotoCoreError | ResponseParserError

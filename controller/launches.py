@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, runtime_checkable
 
 from common.logs import event
+from controller.errors import AwsError
 from controller.model import Condition, Observed
 
 if TYPE_CHECKING:
@@ -255,8 +256,6 @@ class LaunchTracker:
         """`observed` with the launch streak after this pass's read. A client without
         scaling activities leaves it as it is; a failed read keeps the last streak (logged):
         scaling must not wait on it."""
-        from controller.aws import AwsError  # aws.py mixes AioScalingActivities in
-
         if not isinstance(api, ScalingActivities):
             return observed
         try:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeVar, runtime_checkable
 
 from common.logs import event
 from common.wire import BusyStatus, HealthStatus
+from controller.errors import AwsError
 from controller.model import AsgInstance, Condition, Observed, ReportView
 from controller.spec import PoolSpec
 
@@ -313,8 +314,6 @@ class RolloutTracker:
 
     async def _switch(self, api: LaunchTemplates, group: str, template: str, version: str) -> None:
         """Set the version; a failure is logged and retried next pass, never fails the pass."""
-        from controller.aws import AwsError  # aws.py mixes AioLaunchTemplates in
-
         try:
             await api.set_template_version(group, template, version)
         except AwsError as exc:
