@@ -33,11 +33,11 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from controller.errors import AwsError as AwsError  # re-exported for callers
-from controller.launches import AioScalingActivities
+from controller.launches_step import AioScalingActivities
 from controller.model import PROTECTION_BATCH as PROTECTION_BATCH
 from controller.model import AsgInstance, AsgView
 from controller.prometheus import Metrics
-from controller.rollout import AioLaunchTemplates
+from controller.rollout_step import AioLaunchTemplates
 from controller.warm_pool_api import WARM_POOL_OPERATIONS, AioWarmPools
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
 """Rolling a pool onto a new launch template version natively (docs/fleet-operations.md).
 
 `spec.rollout.launchTemplateVersion` names the version. Each pass, before the plan, the
-pool's `RolloutTracker` decides where the rollout stands (`decide`, pure) and makes the one
-AWS change that is its own, the group's launch template version:
+pool's `RolloutTracker` (controller/rollout_step.py) decides where the rollout stands
+(`decide`, here: pure) and makes the one AWS change that is its own, the group's launch
+template version:
 
 1. **switching**: the group is on another version; it is set to the new one.
 2. **canary**: `canaries` instances on the new version are launched (the planner adds the
@@ -28,48 +29,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar, runtime_checkable
+from typing import Final
 
 from common.logs import event
 from common.wire import BusyStatus, HealthStatus
-from controller.errors import AwsError
 from controller.model import AsgInstance, Condition, Observed, ReportView
 from controller.spec import PoolSpec
 
-if TYPE_CHECKING:
-    from types_aiobotocore_autoscaling import AutoScalingClient
-
-T = TypeVar("T")
 log = logging.getLogger("controller.rollout")
 
 _GONE: Final = ("Terminating", "Terminated", "Standby", "Detach", "Warmed")
-
-
-@runtime_checkable
-class LaunchTemplates(Protocol):
-    """Set the version of a group's launch template (UpdateAutoScalingGroup)."""
-
-    async def set_template_version(self, name: str, template_id: str, version: str) -> None: ...
-
-
-class AioLaunchTemplates:
-    """`LaunchTemplates` over the aiobotocore client of `controller.aws.AioAutoScaling`."""
-
-    _client: AutoScalingClient
-
-    async def _call(self, operation: str, request: Awaitable[T]) -> T:
-        raise NotImplementedError
-
-    async def set_template_version(self, name: str, template_id: str, version: str) -> None:
-        await self._call(
-            "UpdateAutoScalingGroup",
-            self._client.update_auto_scaling_group(
-                AutoScalingGroupName=name,
-                LaunchTemplate={"LaunchTemplateId": template_id, "Version": version},
-            ),
-        )
 
 
 @dataclass
@@ -285,43 +255,3 @@ def _rolled_back(
 
 def _rolling_text(status: RolloutStatus) -> str:
     return f"to version {status.target}: {len(status.new)} new, {status.old} old left"
-
-
-class RolloutTracker:
-    """One pool's rollout memory, and the step that applies `decide` before each plan."""
-
-    def __init__(self, pool: str) -> None:
-        self.pool = pool
-        self.memory = RolloutMemory()
-
-    async def observe(
-        self, api: object, spec: PoolSpec, observed: Observed, now: float, *, dry_run: bool
-    ) -> Observed:
-        status, version = decide(spec, observed, self.memory, now)
-        template = observed.asg.template_id
-        if version is not None and template is not None and isinstance(api, LaunchTemplates):
-            event(
-                log,
-                "launch template version",
-                pool=self.pool,
-                version=version,
-                previous=observed.asg.template_version,
-                dry_run=dry_run,
-            )
-            if not dry_run:
-                await self._switch(api, spec.autoScalingGroupName, template, version)
-        return observed if status is None else replace(observed, rollout=status)
-
-    async def _switch(self, api: LaunchTemplates, group: str, template: str, version: str) -> None:
-        """Set the version; a failure is logged and retried next pass, never fails the pass."""
-        try:
-            await api.set_template_version(group, template, version)
-        except AwsError as exc:
-            event(
-                log,
-                "launch template version not set",
-                level=logging.WARNING,
-                pool=self.pool,
-                kind=exc.kind,
-                error=str(exc),
-            )

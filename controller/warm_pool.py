@@ -1,7 +1,8 @@
 """The warm pool's pure decisions (docs/warm-pools.md): what to write to the group's warm pool,
 how many warmed instances the planner may count on, and how long they take to start.
 
-The step that reads and writes the group is controller/warm_pool_step.py.
+The step that reads and writes the group is controller/warm_pool_step.py; the calls it makes are
+in controller/warm_pool_api.py (these dataclasses are what they take and give back).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Final
 
 from controller.spec import WarmPool
-from controller.warm_pool_api import WarmInstance, WarmPoolConfig, WarmPoolView
 
 if TYPE_CHECKING:
     from controller.readiness.forecast import ReadinessTarget
@@ -42,6 +42,34 @@ READY_STATES: Final = frozenset(
 TERMINATING_WAIT: Final = "Warmed:Terminating:Wait"
 """A warmed instance held by a termination hook. Its agent never let Jibri take a recording
 (agent/warm_gate.py), so there is nothing to drain: the step lets it go at once."""
+
+
+@dataclass(frozen=True)
+class WarmPoolConfig:
+    """A warm pool's configuration as PutWarmPool takes it and DescribeWarmPool gives it back."""
+
+    min_size: int = 0
+    max_prepared_capacity: int | None = None
+    """None: AWS's default (the group's MaxSize), which DescribeWarmPool may show as -1."""
+    state: str = "Stopped"
+    reuse_on_scale_in: bool = False
+
+
+@dataclass(frozen=True)
+class WarmInstance:
+    instance_id: str
+    lifecycle_state: str
+    """Warmed:Pending, Warmed:Pending:Wait, Warmed:Stopped, Warmed:Running, ..."""
+
+
+@dataclass(frozen=True)
+class WarmPoolView:
+    """What DescribeWarmPool says of a group: no config when the group has no warm pool."""
+
+    config: WarmPoolConfig | None
+    instances: tuple[WarmInstance, ...] = ()
+    pending_delete: bool = False
+    """A deleted warm pool whose instances are still being terminated (Status PendingDelete)."""
 
 
 def desired_config(spec: WarmPool) -> WarmPoolConfig:

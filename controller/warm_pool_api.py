@@ -8,8 +8,11 @@ not know about warm pools. Each call is counted and timed like every other AWS c
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+from controller.warm_pool import WarmInstance as WarmInstance
+from controller.warm_pool import WarmPoolConfig as WarmPoolConfig
+from controller.warm_pool import WarmPoolView as WarmPoolView
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient
@@ -28,34 +31,6 @@ WARM_POOL_OPERATIONS: Final = (
 )
 PAGE: Final = 50
 """DescribeWarmPool's largest page."""
-
-
-@dataclass(frozen=True)
-class WarmPoolConfig:
-    """A warm pool's configuration as PutWarmPool takes it and DescribeWarmPool gives it back."""
-
-    min_size: int = 0
-    max_prepared_capacity: int | None = None
-    """None: AWS's default (the group's MaxSize), which DescribeWarmPool may show as -1."""
-    state: str = "Stopped"
-    reuse_on_scale_in: bool = False
-
-
-@dataclass(frozen=True)
-class WarmInstance:
-    instance_id: str
-    lifecycle_state: str
-    """Warmed:Pending, Warmed:Pending:Wait, Warmed:Stopped, Warmed:Running, ..."""
-
-
-@dataclass(frozen=True)
-class WarmPoolView:
-    """What DescribeWarmPool says of a group: no config when the group has no warm pool."""
-
-    config: WarmPoolConfig | None
-    instances: tuple[WarmInstance, ...] = ()
-    pending_delete: bool = False
-    """A deleted warm pool whose instances are still being terminated (Status PendingDelete)."""
 
 
 class WarmPoolApi(Protocol):

@@ -18,10 +18,10 @@ from controller.launches import (
     LOOKBACK,
     QUIET,
     LaunchHealth,
-    LaunchTracker,
     ScalingActivity,
     classify,
 )
+from controller.launches_step import LaunchTracker
 from controller.loop import PoolRunner
 from controller.model import SetDesiredCapacity
 from controller.planner import plan
