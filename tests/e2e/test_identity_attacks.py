@@ -3,29 +3,46 @@ and the AWS emulator over HTTP, with the busy instance's agent reporting BUSY th
 
 The attack: one report for the busy instance's id, a fresh bootId and seq 1, saying drained,
 draining and drained, EXPIRED, or plain IDLE. Whether the report is refused (without that
-instance's credential) or accepted (the credential layer bypassed: the shared token any
-recorder holds), the busy instance stays protected, in the group, never asked to drain, and
-the desired capacity is never lowered. Accepted, it makes the instance `conflicted` (a
-/status condition naming both boots, the pool_instances gauge) until the fresh boot has been
-silent for staleAfter.
+instance's credential) or accepted (the credential layer bypassed), the busy instance stays
+protected, in the group, never asked to drain, and the desired capacity is never lowered.
+Accepted, it makes the instance `conflicted` (a /status condition naming both boots, the
+pool_instances gauge) until the fresh boot has been silent for staleAfter.
+
+"Bypassed" is `--insecure-identity` (any document registers, as a new boot) once the
+controller mounts registration, and the shared token every recorder holds until then.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from common.wire import RegisterAnswer
 from tests.support.aws import Emulator, create_asg
 from tests.support.controller import (
+    TOKEN,
     Agent,
     ReportingAgents,
     RunningController,
+    http,
     pool_yaml,
+    run_command,
     running_controller,
     wait_for,
+)
+from tests.support.fake_imds import ACCOUNT, SigningAuthority
+from tests.support.identity import (
+    SECRET,
+    controller_identity_args,
+    register,
+    registration_body,
 )
 
 pytestmark = pytest.mark.e2e
@@ -37,6 +54,52 @@ ATTACKS: dict[str, dict[str, Any]] = {
     "expired": {"busy": "EXPIRED"},
     "idle": {},
 }
+
+
+@functools.cache
+def identity_mounted() -> bool:
+    """Whether `run` takes the identity flags (reports then need a credential)."""
+    result = run_command(["run", "--help"], dict(os.environ))
+    return "--identity-certs" in result.stdout
+
+
+def insecure_identity_args(directory: Path) -> list[str]:
+    secret = directory / "identity-secret"
+    secret.write_text(SECRET + "\n")
+    return [
+        "--insecure-identity",
+        "--identity-account",
+        ACCOUNT,
+        "--identity-secret-file",
+        str(secret),
+    ]
+
+
+def credential(
+    controller: RunningController,
+    instance_id: str,
+    boot_id: str,
+    authority: SigningAuthority | None = None,
+) -> str:
+    """Register `instance_id` as `boot_id` (retried while the pool has not seen it yet)."""
+
+    def registered() -> RegisterAnswer | None:
+        status, answer = register(
+            controller.url, instance_id, boot_id, authority=authority, token=TOKEN
+        )
+        return answer if status == 200 and isinstance(answer, RegisterAnswer) else None
+
+    answer: RegisterAnswer = wait_for(registered, what=f"{instance_id} registered")
+    return answer.credential
+
+
+def enrol(controller: RunningController, instance_id: str, busy: str = "IDLE") -> Agent:
+    """An agent for the instance, with its own credential when reports need one."""
+    agent = Agent(controller, instance_id, busy=busy)
+    if identity_mounted():
+        token = credential(controller, instance_id, agent.boot_id)
+        agent.controller = dataclasses.replace(controller, token=token)
+    return agent
 
 
 def group(emulator: Emulator) -> dict[str, Any]:
@@ -92,8 +155,9 @@ def test_fresh_boot_reports_make_the_busy_recorder_conflicted_never_ended(
     busy, peers = ids[0], ids[1:]
     config = tmp_path / "pools.yaml"
     config.write_text(pool_yaml(target_free=2, idle_for="2s", stale_after="3s"))
-    with running_controller(emulator, config) as controller:
-        agents = [Agent(controller, busy, busy="BUSY")] + [Agent(controller, i) for i in peers]
+    bypass = insecure_identity_args(tmp_path) if identity_mounted() else []
+    with running_controller(emulator, config, extra_args=tuple(bypass)) as controller:
+        agents = [enrol(controller, busy, "BUSY")] + [enrol(controller, i) for i in peers]
         with ReportingAgents(agents, interval=0.3) as fleet:
             wait_for(lambda: group(emulator)["Instances"], what="the group's instances")
             wait_for(
@@ -112,7 +176,14 @@ def test_fresh_boot_reports_make_the_busy_recorder_conflicted_never_ended(
                     what=f"busy before the {name} attack",
                 )
                 attack = forged(busy, **dict(said))
-                status, _ = controller.post(attack)
+                sender = controller
+                if identity_mounted():
+                    # Insecure mode: a document for the instance, signed by any key, registers
+                    # a new boot of it.
+                    key = SigningAuthority.generate()
+                    token = credential(controller, busy, attack["bootId"], key)
+                    sender = dataclasses.replace(controller, token=token)
+                status, _ = sender.post(attack)
                 assert status == 200, name
                 pool = wait_for(
                     lambda: (p := pool_of(controller))["counts"]["conflicted"] == 1 and p,
@@ -143,3 +214,66 @@ def test_fresh_boot_reports_make_the_busy_recorder_conflicted_never_ended(
         assert fleet.agents[busy].drain_answers == 0
         assert touching(controller, busy) == []
         assert busy in {i["InstanceId"] for i in group(emulator)["Instances"]}
+
+
+def test_forged_reports_without_the_instance_credential_are_refused(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """The attacker is the peer recorder: it holds its own credential and the shared token.
+    Each forged report for the busy instance is refused (403 with the peer's credential, 401
+    with the token or none), and so is registering as the busy instance with a document
+    signed by another key or with its own document; the busy instance stays busy, protected,
+    in the group, never asked to drain, capacity not lowered, each refusal counted."""
+    if not identity_mounted():
+        pytest.skip("`run` does not mount registration yet: reports still take the token")
+    ids = create_asg(emulator, GROUP, min_size=0, max_size=10, desired=3)
+    busy, peers = ids[0], ids[1:]
+    config = tmp_path / "pools.yaml"
+    config.write_text(pool_yaml(target_free=2, idle_for="2s", stale_after="3s"))
+    args = controller_identity_args(tmp_path)
+    with running_controller(emulator, config, extra_args=tuple(args)) as controller:
+        agents = [enrol(controller, busy, "BUSY")] + [enrol(controller, i) for i in peers]
+        with ReportingAgents(agents, interval=0.3) as fleet:
+            wait_for(lambda: instance_state(controller, busy) == "busy", what="busy")
+            desired = group(emulator)["DesiredCapacity"]
+            thief = fleet.agents[peers[0]].controller
+            refusals: list[tuple[str, int, object]] = []
+            for name, said in ATTACKS.items():
+                attack = forged(busy, **dict(said))
+                refusals.append((f"{name}/peer-credential", *thief.post(attack)))
+                refusals.append((f"{name}/shared-token", *controller.post(attack)))
+                status, body = http_post(controller.url + "/v1/reports", attack)
+                refusals.append((f"{name}/no-credential", status, body))
+            fresh = str(uuid.uuid4())
+            other_key = register(
+                controller.url, busy, fresh, authority=SigningAuthority.generate(), token=TOKEN
+            )
+            refusals.append(("register/other-key", other_key[0], other_key[1]))
+            own = registration_body(peers[0], fresh)
+            own["instanceId"] = busy
+            refusals.append(
+                ("register/own-document", *http_post(controller.url + "/v1/register", own, TOKEN))
+            )
+            statuses = {case: status for case, status, _ in refusals}
+            assert all(status in (401, 403) for status in statuses.values()), statuses
+            assert all(statuses[f"{n}/peer-credential"] == 403 for n in ATTACKS), statuses
+            assert statuses["register/other-key"] == 403
+            assert statuses["register/own-document"] == 403
+            members = {i["InstanceId"]: i for i in group(emulator)["Instances"]}
+            assert members[busy]["ProtectedFromScaleIn"]
+            assert group(emulator)["DesiredCapacity"] >= desired
+            assert instance_state(controller, busy) == "busy"
+            assert fleet.errors == []
+        wrong = controller.metric("jibri_autoscaler_report_auth_total", outcome="wrong-instance")
+        assert wrong == len(ATTACKS)
+        assert fleet.agents[busy].drain_answers == 0
+        assert touching(controller, busy) == []
+        assert pool_of(controller)["counts"]["conflicted"] == 0
+
+
+def http_post(url: str, document: object, token: str | None = None) -> tuple[int, object]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    status, body = http("POST", url, json.dumps(document).encode(), headers)
+    return status, json.loads(body) if body else None
