@@ -19,33 +19,24 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from common.wire import BusyStatus
-from controller.boots import conflict_conditions, lifecycle_drained, wants_drain_request
-from controller.derive import (
-    Derivation,
-    boot_timed_out,
-    derive_all,
-    in_startup_window,
-    is_fresh,
-)
+from controller.boots import conflict_conditions
+from controller.derive import Derivation, derive_all, in_startup_window
 from controller.model import (
     PROTECTION_BATCH,
     Action,
-    CompleteLifecycle,
     Condition,
     DrainInstance,
     InstanceState,
     InstanceView,
-    LifecycleHeartbeat,
     Observed,
     Plan,
     Reason,
-    ReportView,
     SetBounds,
     SetDesiredCapacity,
     SetProtection,
     Terminate,
 )
+from controller.planner_lifecycle import lifecycle, lifecycle_deadlines
 from controller.recycle import allowed_step, canary_need, fleet_conditions, retire
 from controller.spec import PoolSpec
 from controller.warm_pool import warm_credit
@@ -54,8 +45,6 @@ if TYPE_CHECKING:
     from controller.readiness.forecast import ReadinessTarget
 
 MIN_REQUEUE = 0.1
-HEARTBEAT_FRACTION = 0.5
-"""Send a lifecycle heartbeat once this fraction of the hook's heartbeat timeout has passed."""
 
 _GONE = frozenset({InstanceState.TERMINATING, InstanceState.STANDBY, InstanceState.WARMED})
 _REPLACE_REASON = {
@@ -129,7 +118,7 @@ def plan(spec: PoolSpec, observed: Observed, now: float) -> Plan:
     drains = [] if capacity else _scale_in(ctx, terminations)
     confirm = [DrainInstance(i, Reason.CONFIRM_DRAIN) for i in derived.confirm_drain]
     actions.extend([*retiring.drains, *drains, *confirm])
-    actions.extend(_lifecycle(ctx))
+    actions.extend(lifecycle(spec, observed, now))
 
     decrements = sum(1 for t in terminations if t.decrement)
     final = capacity[-1].capacity if capacity else observed.asg.desired - decrements
@@ -266,46 +255,6 @@ def _longest_idle(ctx: _Context, count: int) -> list[str]:
     return [view.instance_id for view in chosen]
 
 
-def _lifecycle(ctx: _Context) -> list[DrainInstance | LifecycleHeartbeat | CompleteLifecycle]:
-    """Hold instances in Terminating:Wait until their recordings are safe, then let them go."""
-    spec, observed, now = ctx.spec, ctx.observed, ctx.now
-    actions: list[DrainInstance | LifecycleHeartbeat | CompleteLifecycle] = []
-    for instance_id in sorted(observed.lifecycle_waits):
-        wait = observed.lifecycle_waits[instance_id]
-        report, stale_after = observed.reports.get(instance_id), spec.instances.staleAfter
-        fresh, asked_at = is_fresh(spec, report, now), observed.drain_requested.get(instance_id)
-        done: Reason | None = None
-        if now - wait.started_at >= spec.drain.timeout:
-            done = Reason.LIFECYCLE_TIMEOUT
-        elif fresh and report and lifecycle_drained(report, wait, asked_at, now, stale_after):
-            done = Reason.LIFECYCLE_DRAINED
-        elif (
-            report is None
-            and not in_startup_window(spec, observed, now)
-            and boot_timed_out(spec, observed, instance_id, now)
-        ):
-            done = Reason.LIFECYCLE_NO_AGENT
-        if done is not None:
-            actions.append(CompleteLifecycle(instance_id, wait.hook_name, wait.token, done))
-            continue
-        if fresh and report and wants_drain_request(report, asked_at, now, stale_after):
-            # Someone else is terminating it: stop Jibri taking new recordings, keep the rest.
-            actions.append(DrainInstance(instance_id, Reason.TERMINATION_REQUESTED))
-        if now - wait.last_heartbeat_at >= wait.heartbeat_timeout * HEARTBEAT_FRACTION:
-            actions.append(
-                LifecycleHeartbeat(instance_id, wait.hook_name, wait.token, _holding_reason(report))
-            )
-    return actions
-
-
-def _holding_reason(report: ReportView | None) -> Reason:
-    if report is not None and report.pending_uploads > 0:
-        return Reason.UPLOADS_PENDING
-    if report is not None and report.busy is BusyStatus.BUSY:
-        return Reason.BUSY
-    return Reason.DRAINING
-
-
 def _requeue_after(ctx: _Context) -> float:
     """When the next time-driven change is due: the sooner of resync, the earliest change that
     derive foresees, and the deadlines of the planner's own rules."""
@@ -313,9 +262,7 @@ def _requeue_after(ctx: _Context) -> float:
     deadlines = [now + spec.resync, ctx.derived.next_change_at]
     if observed.last_scale_out_at is not None:
         deadlines.append(observed.last_scale_out_at + spec.scaleIn.delayAfterScaleOut)
-    for wait in observed.lifecycle_waits.values():
-        deadlines.append(wait.started_at + spec.drain.timeout)
-        deadlines.append(wait.last_heartbeat_at + wait.heartbeat_timeout * HEARTBEAT_FRACTION)
+    deadlines += lifecycle_deadlines(spec, observed)
     wall = observed.wall_time
     if wall is not None:
         if spec.schedule.rules or (ctx.readiness is not None and spec.readiness.enabled):
