@@ -46,7 +46,8 @@ class BootTimes:
 
     Fed per pass with what observe knows of each instance; an instance counts once, when it is
     first seen idle, and only if it was seen starting (so a controller restart does not take
-    an old instance's age for a boot time)."""
+    an old instance's age for a boot time) and never seen in the warm pool (a warm start takes
+    a fraction of a cold boot and would shorten the horizon)."""
 
     def __init__(self, keep: int = KEEP) -> None:
         self._durations: deque[float] = deque(maxlen=keep)
@@ -56,6 +57,12 @@ class BootTimes:
     def starting(self, instance: str, launched_at: float) -> None:
         if instance not in self._done:
             self._starting.setdefault(instance, launched_at)
+
+    def warm(self, instance: str) -> None:
+        """The instance is in the warm pool: whenever it enters the group, its start is a warm
+        one (the warm-pool step measures those), never a cold boot."""
+        self._starting.pop(instance, None)
+        self._done.add(instance)
 
     def ready(self, instance: str, first_idle_at: float) -> float | None:
         """Record the instance's boot, once; the duration, or None if not measurable."""

@@ -22,6 +22,9 @@ _BUSY_STATE: Final = InstanceState.BUSY
 _IDLE_STATE: Final = InstanceState.IDLE
 _STARTING_STATE: Final = InstanceState.STARTING
 """Busy is recording, idle and starting are free; the other states say nothing of it."""
+_WARMED_STATE: Final = InstanceState.WARMED
+"""In the warm pool (the warm-pool step adds those to the plan's instances): its start into
+the group is a warm one, kept out of the boot horizon."""
 
 
 class PoolReadiness:
@@ -53,7 +56,8 @@ class PoolReadiness:
 
         Boot times use the controller's own clock (`now`, `Observed.first_seen`), counting
         only instances that appeared after the first pass: an instance already booting at a
-        restart would otherwise pass for a quick boot."""
+        restart would otherwise pass for a quick boot. Nor do instances seen warmed count:
+        their warm starts are measured by the warm-pool step (`Observed.warm`)."""
         # One scan of the fleet, on the event loop: 10,000 instances in a few ms.
         first = self._before_us is None
         before = self._before_us or set()
@@ -76,6 +80,8 @@ class PoolReadiness:
                     boots.starting(instance, seen)
             else:
                 states[instance] = None
+                if state is _WARMED_STATE:
+                    boots.warm(instance)
         boots.forget(states, len(states))
         if first:
             self._before_us = set(states)

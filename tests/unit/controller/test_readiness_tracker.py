@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from controller.planner import plan
 from controller.readiness.boot import DEFAULT_HORIZON
 from controller.readiness.tracker import PoolReadiness
@@ -61,3 +63,35 @@ def test_no_wall_clock_no_target() -> None:
     assert readiness.record(observed, plan(spec(), observed, NOW).instances, NOW) == 0
     assert readiness.target(spec(), None) is None
     assert len(readiness.history) == 0
+
+
+def test_warm_starts_are_not_cold_boots() -> None:
+    """An instance seen in the warm pool and then started into the group leaves the boot
+    horizon alone, while a cold launch in the same passes is measured."""
+    pool = spec()
+    readiness = PoolReadiness()
+    builder = ObservationBuilder(wall_time=WALL)
+    builder.add(0, report("IDLE"))
+
+    def run(at: float) -> None:
+        builder.wall_time = WALL + (at - NOW)
+        observed = builder.observed()
+        readiness.record(observed, plan(pool, observed, at).instances, at)
+
+    run(NOW)
+    warm = builder.add(5, lifecycle="Warmed:Stopped", seen=NOW + 5)
+    run(NOW + 5)
+    # Out of the warm pool into the group, and a cold launch beside it.
+    builder.instances = [
+        replace(i, lifecycle_state="InService") if i.instance_id == warm else i
+        for i in builder.instances
+    ]
+    builder.first_seen[warm] = NOW + 40
+    builder.add(7, seen=NOW + 40)
+    run(NOW + 40)
+    builder.reports[warm] = report("IDLE", now=NOW + 55)
+    run(NOW + 55)
+    for instance in (iid(0), warm, iid(7)):
+        builder.reports[instance] = report("IDLE", now=NOW + 160)
+    run(NOW + 160)
+    assert readiness.boots.durations == (120.0,)
