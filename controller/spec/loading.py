@@ -60,19 +60,20 @@ def parse_desired_state(text: str, source: str = "<string>") -> DesiredState:
         raise ConfigError(source, [ConfigProblem(None, "", f"not valid YAML: {exc}")]) from exc
     if not documents:
         raise ConfigError(source, [ConfigProblem(None, "", "no JibriPool document found")])
-    pools: list[JibriPool] = []
+    numbered: list[tuple[int, JibriPool]] = []
     problems: list[ConfigProblem] = []
     for index, document in enumerate(documents, start=1):
         if not isinstance(document, dict):
             problems.append(ConfigProblem(index, "", "a document must be a mapping"))
             continue
         try:
-            pools.append(JibriPool.model_validate(document))
+            numbered.append((index, JibriPool.model_validate(document)))
         except ValidationError as exc:
             problems.extend(_problems_of(exc, index))
     names: dict[str, int] = {}
     groups: dict[str, int] = {}
-    for index, pool in enumerate(pools, start=1):
+    # Numbered as in the file: a document that failed validation still takes its number.
+    for index, pool in numbered:
         if (first := names.setdefault(pool.name, index)) != index:
             problems.append(
                 ConfigProblem(
@@ -92,7 +93,7 @@ def parse_desired_state(text: str, source: str = "<string>") -> DesiredState:
             )
     if problems:
         raise ConfigError(source, problems)
-    return DesiredState(pools=tuple(pools), source=source)
+    return DesiredState(pools=tuple(pool for _, pool in numbered), source=source)
 
 
 def load_desired_state(path: Path) -> DesiredState:

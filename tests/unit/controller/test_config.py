@@ -150,6 +150,18 @@ def test_valid_documents(text: str, check: Callable[[DesiredState], bool]) -> No
             id="duplicate-asg",
         ),
         pytest.param(
+            pool(name="a", low=5, high=2) + "---\n" + pool(name="b") + "---\n" + pool(name="c"),
+            "pools.yaml: document 3: spec.autoScalingGroupName: ASG 'jibri-recorders' is already "
+            "managed by document 2",
+            id="duplicate-asg-after-an-invalid-document",
+        ),
+        pytest.param(
+            pool(low=5, high=2) + "---\n" + pool(asg="b") + "---\n" + pool(asg="c"),
+            "pools.yaml: document 3: metadata.name: duplicate pool name 'recorders' "
+            "(also document 2)",
+            id="duplicate-name-after-an-invalid-document",
+        ),
+        pytest.param(
             pool().replace("kind: JibriPool", "kind: Pool"),
             "pools.yaml: document 1: kind:",
             id="wrong-kind",
