@@ -63,9 +63,9 @@ def guard(
         return InstanceState.CONFLICTED, detail, settles_at(report, stale_after)
     busy_at = report.rival_busy_at
     if busy_at is not None and now - busy_at <= stale_after:
-        # Another boot said busy or uploading within staleAfter.
+        # An earlier boot said busy or uploading within staleAfter.
         detail = (
-            f"boot {report.rival_boot} busy {now - busy_at:.0f}s ago; "
+            f"an earlier boot was busy {now - busy_at:.0f}s ago; "
             f"boot {report.boot_id} not yet settled"
         )
         return InstanceState.BUSY, detail, busy_at + stale_after + MARGIN
