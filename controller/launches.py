@@ -174,3 +174,9 @@ def allowed_step(health: LaunchHealth | None, now: float, step: int) -> int:
     """The scale-out step the planner may take: none while launches fail and the hold lasts,
     so desired capacity stays at the instances the group has and those it still owes."""
     return 0 if health is not None and health.holding(now) else step
+
+
+def step_allowed_at(health: LaunchHealth | None, now: float) -> float | None:
+    """When the hold ends and `allowed_step` lets a step through again (None without a hold):
+    a deadline for the plan's requeue, so the step comes on time rather than at resync."""
+    return health.retry_at if health is not None and health.holding(now) else None

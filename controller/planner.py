@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from controller.boots import conflict_conditions
 from controller.derive import Derivation, derive_all, in_startup_window
+from controller.launches import step_allowed_at
 from controller.model import (
     PROTECTION_BATCH,
     Action,
@@ -263,6 +264,8 @@ def _requeue_after(ctx: _Context) -> float:
     if observed.last_scale_out_at is not None:
         deadlines.append(observed.last_scale_out_at + spec.scaleIn.delayAfterScaleOut)
     deadlines += lifecycle_deadlines(spec, observed)
+    if (step_at := step_allowed_at(observed.launches, now)) is not None:
+        deadlines.append(step_at)
     wall = observed.wall_time
     if wall is not None:
         if spec.schedule.rules or (ctx.readiness is not None and spec.readiness.enabled):

@@ -187,6 +187,19 @@ def test_planner_holds_capacity_while_launches_fail() -> None:
     assert raised == [4]
 
 
+def test_plan_requeues_for_when_the_hold_ends() -> None:
+    """While launches are held the plan asks to run again when the hold ends, not a resync
+    later; without a hold, or once it has ended, resync stands."""
+    fleet = ObservationBuilder()
+    fleet.desired = 3
+    held = fail(LaunchHealth(), NOW - 10)
+    pool = spec(targetFree=6, capacity={"min": 0, "max": 10}, resync="10m")
+    observed = dataclasses.replace(fleet.observed(), launches=held)
+    assert plan(pool, observed, NOW).requeue_after == pytest.approx(BACKOFF_BASE - 10)
+    assert plan(pool, fleet.observed(), NOW).requeue_after == 600.0
+    assert plan(pool, observed, NOW + BACKOFF_BASE).requeue_after == 600.0
+
+
 async def test_pass_holds_after_failed_launches_and_steps_after_backoff() -> None:
     """Through the loop: the first raise fails in AWS, the next passes hold desired capacity
     and count the failures, and one more step comes after the backoff."""
