@@ -1,6 +1,7 @@
 """Property tests for the planner's safety invariants (docs/planner.md), with and without a
-readiness target (docs/readiness.md): whatever the forecast asks, busy, draining, stale and
-unknown recorders are never terminated and capacity stays within [min, max]."""
+readiness target (docs/readiness.md): whatever the forecast asks, busy, draining, stale, conflicted
+and unknown recorders are never terminated and capacity stays within [min, max]. Reports
+come with or without boot takeovers behind them (controller.boots)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from controller.model import (
     LifecycleWait,
     Observed,
     Reason,
+    ReportView,
     SetDesiredCapacity,
     SetProtection,
     Terminate,
@@ -28,19 +30,53 @@ from tests.support.observations import NOW, ObservationBuilder, report, spec
 
 LIFECYCLES = ["InService", "InService", "InService", "Pending", "Terminating:Wait", "Standby"]
 
+
+def with_lineage(
+    rep: ReportView, lineage: tuple[float, str | None, float | None, float | None] | None
+) -> ReportView:
+    """The report as held after boot takeovers (controller.boots): boot since `ago` before
+    it was received, replacing `rival` which had taken over `gap` earlier, and an earlier
+    boot busy `busy_ago` before the takeover."""
+    if lineage is None:
+        return rep
+    ago, rival, gap, busy_ago = lineage
+    since = rep.received_at - ago
+    return rep._replace(
+        boot_id="new",
+        boot_since=since,
+        rival_boot=rival,
+        rival_since=None if gap is None or rival is None else since - gap,
+        rival_busy_at=None if busy_ago is None or rival is None else since - busy_ago,
+    )
+
+
+lineages = st.one_of(
+    st.none(),
+    st.tuples(
+        st.floats(0, 120),
+        st.sampled_from([None, "old"]),
+        st.one_of(st.none(), st.floats(0.1, 60)),
+        st.one_of(st.none(), st.floats(0, 60)),
+    ),
+)
+
 reports = st.one_of(
     st.none(),
     st.builds(
-        report,
-        busy=st.sampled_from(["IDLE", "BUSY", "EXPIRED", "UNKNOWN"]),
-        health=st.sampled_from(["HEALTHY", "UNHEALTHY", "UNKNOWN"]),
-        age=st.floats(0, 120),
-        idle_for=st.floats(0, 1200),
-        unhealthy_for=st.floats(0, 1200),
-        draining=st.booleans(),
-        drained=st.booleans(),
-        pending_uploads=st.sampled_from([0, 0, 0, 1, 3]),
-        jibri_seen=st.booleans(),
+        with_lineage,
+        st.builds(
+            report,
+            busy=st.sampled_from(["IDLE", "BUSY", "EXPIRED", "UNKNOWN"]),
+            health=st.sampled_from(["HEALTHY", "UNHEALTHY", "UNKNOWN"]),
+            age=st.floats(0, 120),
+            idle_for=st.floats(0, 1200),
+            unhealthy_for=st.floats(0, 1200),
+            draining=st.booleans(),
+            drained=st.booleans(),
+            pending_uploads=st.sampled_from([0, 0, 0, 1, 3]),
+            jibri_seen=st.booleans(),
+        ),
+        lineages,
     ),
 )
 
@@ -124,7 +160,7 @@ def readiness_targets(draw: st.DrawFn, floor: int, cap: int) -> ReadinessTarget:
 @settings(max_examples=400, deadline=None)
 @given(situations())
 def test_never_terminates_busy_draining_stale_or_unknown(case: tuple[object, Observed]) -> None:
-    """No Terminate ever targets a busy, draining, stale or unknown instance."""
+    """No Terminate ever targets a busy, draining, stale, conflicted or unknown instance."""
     pool, observed = case
     result = plan(pool, observed, NOW)  # type: ignore[arg-type]
     derived = {v.instance_id: v.state for v in result.instances}
@@ -180,7 +216,8 @@ def test_no_action_twice(case: tuple[object, Observed]) -> None:
 @settings(max_examples=400, deadline=None)
 @given(situations())
 def test_protection_is_safe_and_batched(case: tuple[object, Observed]) -> None:
-    """Busy, draining and stale instances are never unprotected; calls carry ≤ 50 ids."""
+    """Busy, draining, stale and conflicted instances are never unprotected; calls carry ≤ 50
+    ids."""
     pool, observed = case
     result = plan(pool, observed, NOW)  # type: ignore[arg-type]
     derived = {v.instance_id: v.state for v in result.instances}
@@ -189,6 +226,7 @@ def test_protection_is_safe_and_batched(case: tuple[object, Observed]) -> None:
         InstanceState.DRAINING,
         InstanceState.STALE,
         InstanceState.UNKNOWN,
+        InstanceState.CONFLICTED,
     }
     for action in result.actions:
         if isinstance(action, SetProtection):
