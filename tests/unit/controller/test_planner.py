@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -98,6 +98,43 @@ def test_state_derivation(rep, kwargs, expected) -> None:  # type: ignore[no-unt
     """Each combination of ASG lifecycle and report maps to the state of docs/design.md §4."""
     fleet = ObservationBuilder()
     instance_id = fleet.add(1, rep, **kwargs)
+    assert states(plan(spec(), fleet.observed(), NOW))[instance_id] is expected
+
+
+@pytest.mark.parametrize(
+    ("lineage", "expected"),
+    [
+        pytest.param(
+            {"boot_since": NOW - 10, "rival_boot": "a", "rival_since": NOW - 20},
+            InstanceState.CONFLICTED,
+            id="second-takeover-within-stale-after",
+        ),
+        pytest.param(
+            {"boot_since": NOW - 10, "rival_boot": "a", "rival_since": NOW - 50},
+            InstanceState.IDLE,
+            id="takeovers-far-apart",
+        ),
+        pytest.param(
+            {"boot_since": NOW - 40, "rival_boot": "a", "rival_since": NOW - 50},
+            InstanceState.IDLE,
+            id="conflict-over",
+        ),
+        pytest.param(
+            {"boot_since": NOW - 5, "rival_boot": "a", "rival_busy_at": NOW - 6},
+            InstanceState.BUSY,
+            id="earlier-boot-busy",
+        ),
+        pytest.param(
+            {"boot_since": NOW - 40, "rival_boot": "a", "rival_busy_at": NOW - 41},
+            InstanceState.IDLE,
+            id="earlier-boot-busy-long-ago",
+        ),
+    ],
+)
+def test_state_from_boot_lineage(lineage: dict[str, Any], expected: InstanceState) -> None:
+    """How the held boot came to be held can make an idle report conflicted or busy."""
+    fleet = ObservationBuilder()
+    instance_id = fleet.add(1, report("IDLE")._replace(boot_id="b", **lineage))
     assert states(plan(spec(), fleet.observed(), NOW))[instance_id] is expected
 
 
