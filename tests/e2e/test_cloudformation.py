@@ -46,6 +46,7 @@ from tests.support.agent_process import agent_env, make_recorder, shutdown
 from tests.support.aws import Emulator
 from tests.support.cfn import Resolver, load_template
 from tests.support.controller import controller_env, running_controller, wait_for
+from tests.support.fake_imds import TARGET_STATE_PATH, FakeImds
 from tests.support.iam import Request, allows, statements_of
 
 pytestmark = pytest.mark.e2e
@@ -331,7 +332,8 @@ async def test_controller_and_agent_run_on_what_the_stack_made(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     """The controller, given the task definition's desired state and the token the boot script
-    fetches, and an agent started with the boot script's settings, keep the stack's pool:
+    fetches, and an agent started with the boot script's settings (its warm gate asking a
+    stand-in IMDS, which says InService), keep the stack's pool:
     the agent's idle recorder is seen, the group grows to targetFree, the fallback alarm and
     policy are put in place and the pool gauges land in the stack's namespace."""
     deployed = deploy(emulator)
@@ -346,6 +348,10 @@ async def test_controller_and_agent_run_on_what_the_stack_made(
     group = deployed.outputs["AutoScalingGroupName"]
     (instance,) = [i["InstanceId"] for i in deployed.group()["Instances"]]
 
+    # The instance's metadata service: the boot script's settings turn the agent's warm gate
+    # on, and an instance of the stack's group (no warm pool) is bound for service.
+    imds = FakeImds(instance)
+    imds.target_lifecycle_state = "InService"
     with running_controller(
         deployed.emulator, config, extra_args=("--token-file", str(token_file))
     ) as controller:
@@ -353,7 +359,8 @@ async def test_controller_and_agent_run_on_what_the_stack_made(
         try:
             env = {**agent_env(deployed.emulator, "not-the-token"), **env_file(script)}
             env["JIBRI_AGENT_TOKEN_FILE"] = str(token_file)
-            await recorder.start_agent(controller.url, env)
+            await recorder.start_agent(controller.url, env, ["--imds-url", await imds.start()])
+            assert imds.calls.count(TARGET_STATE_PATH) >= 1
 
             def idle() -> bool:
                 status, document = controller.get_json("/status")
@@ -392,6 +399,7 @@ async def test_controller_and_agent_run_on_what_the_stack_made(
             )
         finally:
             await shutdown([recorder])
+            await imds.close()
 
     iam = deployed.client("iam")
     policy_arn = deployed.physical["ControllerPolicy"]
