@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reference = load_trace(args.reference)
         else:
             hours = args.hours or 24.0
-            size = args.recordings or 10_000
+            size = args.recordings or 4_000
             shape = DayShape(recordings=size, hours=hours)
             recordings = synthetic_day(shape, args.seed)
             reference = synthetic_day(shape, args.seed + 1_000_003)

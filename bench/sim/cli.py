@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recordings",
         type=int,
-        help="synthetic day size (default 10000; with --days 3000 per weekday)",
+        help="synthetic day size (default 4000; with --days 3000 per weekday)",
     )
     p.add_argument("--hours", type=float, help="length of the run (default: 24, or the trace)")
     p.add_argument("--seed", type=int, default=1)
