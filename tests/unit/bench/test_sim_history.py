@@ -126,3 +126,27 @@ def test_planner_with_history_holds_spares_before_a_learned_burst() -> None:
     assert len(naive.live()) == 2, "targetFree 2, nothing busy"
     assert len(learned.live()) >= 1 + 20, "the burst's 20 requests, expected from history"
     assert all(i.jibri_up for i in learned.live()), "booted before the burst"
+
+
+@pytest.mark.parametrize(
+    ("jicofo", "counted"),
+    [pytest.param(True, 20, id="jicofo-counts-misses"), pytest.param(False, 2, id="starts-only")],
+)
+def test_missed_requests_are_demand_only_with_jicofo(jicofo: bool, counted: int) -> None:
+    """With --jicofo the requests no recorder took count as demand in the planner's history,
+    as jicofo's failure counter makes them; without it only the recordings started do."""
+    sim = Simulation()
+    fleet = SimulatedWorld(
+        sim, WorldSettings(grace=0.0), name="jibri", min_size=0, max_size=2, rng=random.Random(5)
+    )
+    pool = spec(capacity={"min": 0, "max": 2}, targetFree=2)
+    policy = PlannerPolicy(pool, ControllerSettings(epoch=EPOCH, jicofo=jicofo))
+    policy.attach(fleet)
+    fleet.start(2)
+    for r in _burst_day():
+        sim.at(r.start, fleet.request, r)
+    sim.run(BURST_AT + 120.0)
+    history = policy.demand.readiness.history
+    minutes = range(int((EPOCH + BURST_AT) // 60), int((EPOCH + BURST_AT) // 60) + 2)
+    assert fleet.tally.missed == 18
+    assert sum(history.arrivals(m) or 0.0 for m in minutes) == counted
