@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
@@ -173,18 +173,31 @@ class AutoScaling(Protocol):
     ) -> None: ...
 
 
-class AioAutoScaling(AioWarmPools, AioScalingActivities, AioLaunchTemplates):
-    """`AutoScaling` (and `WarmPoolApi`, controller.warm_pool_api) over an aiobotocore client."""
+class Instrumented:
+    """An aiobotocore client of `SERVICE` whose every call goes through `instrumented`; its
+    `OPERATIONS` have their series from the start. Subclasses declare `_client`'s type."""
 
-    SERVICE: Final = "autoscaling"
+    SERVICE: ClassVar[str]
+    OPERATIONS: ClassVar[tuple[str, ...]]
+    _client: Any
 
-    def __init__(self, client: AutoScalingClient, metrics: Metrics) -> None:
+    def __init__(self, client: Any, metrics: Metrics) -> None:
         self._client = client
         self._metrics = metrics
-        metrics.add_aws_operations(self.SERVICE, AUTOSCALING_OPERATIONS)
+        metrics.add_aws_operations(self.SERVICE, self.OPERATIONS)
 
     async def _call(self, operation: str, request: Awaitable[T]) -> T:
         return await instrumented(self._metrics, self.SERVICE, operation, request)
+
+
+# Instrumented first: its `_call` is the one the mixins' stand-ins declare.
+class AioAutoScaling(Instrumented, AioWarmPools, AioScalingActivities, AioLaunchTemplates):
+    """`AutoScaling` (and `WarmPoolApi`, controller.warm_pool_api) over an aiobotocore client."""
+
+    _client: AutoScalingClient
+
+    SERVICE: ClassVar[str] = "autoscaling"
+    OPERATIONS: ClassVar[tuple[str, ...]] = AUTOSCALING_OPERATIONS
 
     async def describe_group(self, name: str) -> AsgView:
         operation = "DescribeAutoScalingGroups"

@@ -8,15 +8,15 @@ aws_requests_total / aws_request_duration_seconds and fails as `AwsError` with a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
-from controller.aws import AwsClients, AwsSettings, instrumented
+from controller.aws import AwsClients, AwsSettings, Instrumented
 from controller.cloudwatch.datapoints import Datum
 from controller.prometheus import Metrics
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient
     from types_aiobotocore_cloudwatch import CloudWatchClient
 
-T = TypeVar("T")
 
 CLOUDWATCH_OPERATIONS: Final = (
     "PutMetricData",
@@ -68,18 +67,13 @@ class ScalingPolicyApi(Protocol):
     async def delete_policy(self, group: str, name: str) -> None: ...
 
 
-class AioCloudWatch:
+class AioCloudWatch(Instrumented):
     """`CloudWatchApi` over an aiobotocore client."""
 
-    SERVICE: Final = "cloudwatch"
+    _client: CloudWatchClient
 
-    def __init__(self, client: CloudWatchClient, metrics: Metrics) -> None:
-        self._client = client
-        self._metrics = metrics
-        metrics.add_aws_operations(self.SERVICE, CLOUDWATCH_OPERATIONS)
-
-    async def _call(self, operation: str, request: Awaitable[T]) -> T:
-        return await instrumented(self._metrics, self.SERVICE, operation, request)
+    SERVICE: ClassVar[str] = "cloudwatch"
+    OPERATIONS: ClassVar[tuple[str, ...]] = CLOUDWATCH_OPERATIONS
 
     async def put_metric_data(self, namespace: str, data: Sequence[Datum]) -> None:
         await self._call(
@@ -172,18 +166,13 @@ class AioCloudWatch:
             request["NextToken"] = token
 
 
-class AioScalingPolicies:
+class AioScalingPolicies(Instrumented):
     """`ScalingPolicyApi` over an aiobotocore Auto Scaling client."""
 
-    SERVICE: Final = "autoscaling"
+    _client: AutoScalingClient
 
-    def __init__(self, client: AutoScalingClient, metrics: Metrics) -> None:
-        self._client = client
-        self._metrics = metrics
-        metrics.add_aws_operations(self.SERVICE, POLICY_OPERATIONS)
-
-    async def _call(self, operation: str, request: Awaitable[T]) -> T:
-        return await instrumented(self._metrics, self.SERVICE, operation, request)
+    SERVICE: ClassVar[str] = "autoscaling"
+    OPERATIONS: ClassVar[tuple[str, ...]] = POLICY_OPERATIONS
 
     async def describe_policy(self, group: str, name: str) -> Mapping[str, Any] | None:
         answer = await self._call(
