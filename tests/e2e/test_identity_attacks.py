@@ -277,3 +277,33 @@ def http_post(url: str, document: object, token: str | None = None) -> tuple[int
         headers["Authorization"] = f"Bearer {token}"
     status, body = http("POST", url, json.dumps(document).encode(), headers)
     return status, json.loads(body) if body else None
+
+
+def test_agent_restart_is_no_conflict(emulator: Emulator, tmp_path: Path) -> None:
+    """The busy recorder's agent restarts (its boot falls silent, a new boot reports IDLE):
+    the new boot's reports are taken, the instance stays busy and protected until the last
+    busy report is staleAfter old, then idle; no state seen on the way is conflicted."""
+    ids = create_asg(emulator, GROUP, min_size=0, max_size=10, desired=3)
+    busy, peers = ids[0], ids[1:]
+    config = tmp_path / "pools.yaml"
+    config.write_text(pool_yaml(target_free=1, idle_for="60s", stale_after="3s"))
+    bypass = insecure_identity_args(tmp_path) if identity_mounted() else []
+    with running_controller(emulator, config, extra_args=tuple(bypass)) as controller:
+        agents = [enrol(controller, busy, "BUSY")] + [enrol(controller, i) for i in peers]
+        with ReportingAgents(agents, interval=0.3) as fleet:
+            wait_for(lambda: instance_state(controller, busy) == "busy", what="busy")
+            old_boot = fleet.agents[busy].boot_id
+            restarted = enrol(controller, busy)
+            fleet.add(restarted)
+            seen: list[str | None] = []
+
+            def idle() -> bool:
+                seen.append(instance_state(controller, busy))
+                return seen[-1] == "idle"
+
+            wait_for(idle, what="the restarted boot's idle report counting")
+            assert restarted.boot_id != old_boot
+            assert "conflicted" not in seen and seen[0] == "busy"
+            assert fleet.errors == []
+        # Once idle and settled it may be unprotected; nothing else.
+        assert [a for a in touching(controller, busy) if a["action"] != "unprotect"] == []
