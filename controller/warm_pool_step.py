@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from prometheus_client import Counter, Gauge
 
-from common.aiokits.tasks import guarded_task
+from common.aiokits.tasks import PacedWorker
 from common.logs import event
 from controller.aws import AwsError
 from controller.model import AsgInstance, InstanceState, Observed, Plan
@@ -53,8 +53,8 @@ delete a warm pool the spec dropped while the controller was down, at a trickle 
 @dataclass
 class _Pool:
     pool: JibriPool
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+    worker: PacedWorker | None = None
+    """Started by the first pass; run_once alone needs none."""
     view: WarmPoolView | None = None
     read_at: float | None = None
     decision: Decision | None = None
@@ -129,6 +129,14 @@ class WarmPoolSync:
         state = self._pools.get(pool.name)
         if state is None:
             state = self._pools[pool.name] = _Pool(pool)
+        if state.worker is None:
+            state.worker = PacedWorker(
+                f"warm-pool:{pool.name}",
+                lambda: self.run_once(state.pool),
+                clock=self._clock,
+                min_interval=self._min_interval,
+                may_end=lambda: self._closing,
+            )
         state.pool = pool
         self._measure(state, observed, plan)
         # No warm pool wanted and the spec unchanged: only a rare look for one to delete.
@@ -136,11 +144,7 @@ class WarmPoolSync:
         read_at = state.read_at
         if unwanted and read_at is not None and self._clock() - read_at < UNWANTED_INTERVAL:
             return
-        if (state.task is None or state.task.done()) and not self._closing:
-            state.task = guarded_task(
-                self._work(state), name=f"warm-pool:{pool.name}", may_end=lambda: self._closing
-            )
-        state.wake.set()
+        state.worker.wake()
 
     def _measure(self, state: _Pool, observed: Observed, plan: Plan) -> None:
         pending = state.starts.pending()
@@ -157,14 +161,6 @@ class WarmPoolSync:
             known |= {i.instance_id for i in state.view.instances}
         state.starts.forget(known)
         self._warm_start.labels(state.pool.name).set(state.starts.start_seconds())
-
-    async def _work(self, state: _Pool) -> None:
-        while True:
-            await state.wake.wait()
-            state.wake.clear()
-            started = self._clock()
-            await self.run_once(state.pool)
-            await asyncio.sleep(max(0.0, started + self._min_interval - self._clock()))
 
     async def run_once(self, pool: JibriPool) -> None:
         """One round for `pool`, here and now rather than on the worker."""
@@ -292,7 +288,9 @@ class WarmPoolSync:
     async def retain(self, pools: Collection[str]) -> None:
         """Stop the workers of pools that left the desired state."""
         for name in [n for n in self._pools if n not in pools]:
-            await _cancel(self._pools.pop(name).task)
+            worker = self._pools.pop(name).worker
+            if worker is not None:
+                await worker.stop()
             with contextlib.suppress(KeyError):
                 self._warm_start.remove(name)
             for change in ("create", "update", "delete", "lifecycle-continue"):
@@ -302,7 +300,8 @@ class WarmPoolSync:
     async def close(self) -> None:
         self._closing = True
         for state in self._pools.values():
-            await _cancel(state.task)
+            if state.worker is not None:
+                await state.worker.stop()
 
 
 def _config(view: WarmPoolView) -> dict[str, Any]:
@@ -314,11 +313,3 @@ def _config(view: WarmPoolView) -> dict[str, Any]:
         "state": config.state,
         "reuseOnScaleIn": config.reuse_on_scale_in,
     }
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,3 +72,49 @@ async def run_until_stopped(tasks: Sequence[NamedTask], stop: asyncio.Event) -> 
         else:
             event(log, "task finished unexpectedly", level=logging.ERROR, task=name)
     return not ended
+
+
+class PacedWorker:
+    """A named background task that runs `round` each time it is woken, at most once per
+    `min_interval` seconds of `clock`; wakes while a round runs fold into one more round.
+
+    `wake` starts the task if it is not running (a worker that died, logged by its guard, is
+    replaced on the next wake) unless `may_end` says the owner is closing; `stop` cancels it,
+    abandoning a round under way."""
+
+    def __init__(
+        self,
+        name: str,
+        round: Callable[[], Awaitable[None]],
+        *,
+        clock: Callable[[], float],
+        min_interval: float,
+        may_end: Callable[[], bool],
+    ) -> None:
+        self.name = name
+        self.task: asyncio.Task[None] | None = None
+        self._round = round
+        self._clock = clock
+        self._min_interval = min_interval
+        self._may_end = may_end
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        if (self.task is None or self.task.done()) and not self._may_end():
+            self.task = guarded_task(self._work(), name=self.name, may_end=self._may_end)
+        self._woken.set()
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def _work(self) -> None:
+        while True:
+            await self._woken.wait()
+            self._woken.clear()
+            started = self._clock()
+            await self._round()
+            await asyncio.sleep(max(0.0, started + self._min_interval - self._clock()))

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from prometheus_client import Counter
 
-from common.aiokits.tasks import guarded_task
+from common.aiokits.tasks import PacedWorker
 from common.logs import event
 from controller.aws import AwsError
 from controller.cloudwatch.alarm_sync import AlarmMemory, AlarmSync
@@ -85,14 +85,17 @@ class _Pool:
     """What the worker of one pool keeps between passes."""
 
     pool: JibriPool
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: PacedWorker
     pending: tuple[JibriPool, Plan] | None = None
-    task: asyncio.Task[None] | None = None
     published_at: float | None = None
     synced_at: float | None = None
     synced: JibriPool | None = None
     alarms: AlarmMemory = field(default_factory=AlarmMemory)
     errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self.worker.task
 
 
 class CloudWatchSync:
@@ -124,31 +127,28 @@ class CloudWatchSync:
     async def __call__(self, pool: JibriPool, observed: Observed, plan: Plan) -> None:
         """Hand this pass over to the pool's worker; never waits on CloudWatch."""
         state = self._state(pool)
-        # A worker that died (logged by its guard) is replaced rather than left dead.
-        if (state.task is None or state.task.done()) and not self._closing:
-            state.task = guarded_task(
-                self._work(state), name=f"cloudwatch:{pool.name}", may_end=lambda: self._closing
-            )
         state.pending = (pool, plan)
-        state.wake.set()
+        state.worker.wake()
 
     def _state(self, pool: JibriPool) -> _Pool:
         state = self._pools.get(pool.name)
         if state is None:
-            state = self._pools[pool.name] = _Pool(pool)
+            worker = PacedWorker(
+                f"cloudwatch:{pool.name}",
+                lambda: self._pending_round(pool.name),
+                clock=self._clock,
+                min_interval=self._min_interval,
+                may_end=lambda: self._closing,
+            )
+            state = self._pools[pool.name] = _Pool(pool, worker)
             self._metrics.add_pool(pool.name)
         return state
 
-    async def _work(self, state: _Pool) -> None:
-        while True:
-            await state.wake.wait()
-            state.wake.clear()
-            if state.pending is None:
-                continue
+    async def _pending_round(self, name: str) -> None:
+        state = self._pools.get(name)
+        if state is not None and state.pending is not None:
             (pool, plan), state.pending = state.pending, None
-            started = self._clock()
             await self._round(state, pool, plan)
-            await asyncio.sleep(max(0.0, started + self._min_interval - self._clock()))
 
     async def run_once(self, pool: JibriPool, plan: Plan) -> None:
         """One round for `plan`, here and now rather than on the worker."""
@@ -260,22 +260,14 @@ class CloudWatchSync:
         """Stop the workers of pools that left the desired state, and drop their series."""
         for name in [n for n in self._pools if n not in pools]:
             state = self._pools.pop(name)
-            await _cancel(state.task)
+            await state.worker.stop()
             self._metrics.remove_pool(name)
 
     async def close(self) -> None:
         """Stop every worker (a round under way is abandoned; the next start redoes it)."""
         self._closing = True
         for state in self._pools.values():
-            await _cancel(state.task)
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+            await state.worker.stop()
 
 
 def _iso(unix: float | None) -> str | None:
