@@ -34,6 +34,8 @@ RUN groupadd --system --gid 10001 autoscaler \
        --home-dir /nonexistent --shell /usr/sbin/nologin autoscaler \
     && install -d -m 0755 -o root -g root /etc/jibri-autoscaler
 COPY --from=build /opt/jibri-autoscaler /opt/jibri-autoscaler
+# AWS's RSA certificates for instance identity documents (docs/identity.md).
+COPY deploy/certs /opt/jibri-autoscaler/certs
 USER 10001:10001
 EXPOSE 8080
 # The container is healthy while every pool reconciled recently (/healthz, docs/design.md).
@@ -41,4 +43,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "controller", "run"]
-CMD ["--config", "/etc/jibri-autoscaler/desired-state.yaml", "--listen", "0.0.0.0:8080"]
+CMD ["--config", "/etc/jibri-autoscaler/desired-state.yaml", "--listen", "0.0.0.0:8080", "--identity-certs", "/opt/jibri-autoscaler/certs"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from agent.identity import Identity, IdentityError, resolve_identity
 from agent.jibri import JibriClient, Probe
 from agent.leftovers import Adopter, pending_leftovers, session_dirs
 from agent.metrics import AgentMetrics, metrics_app
+from agent.registration import Registration
 from agent.reporter import Reporter
 from agent.servers import StartupError, ready_file, serving
 from agent.settings import Settings
@@ -75,10 +77,22 @@ class Agent:
             _CountedShutdown(self.jibri, metrics),
             resend_interval=settings.drain_resend_interval,
         )
+        boot_id = str(uuid.uuid4())
+        self.registration = Registration(
+            session,
+            controller_url=settings.controller_url,
+            imds_url=settings.imds_url,
+            instance_id=identity.instance_id,
+            boot_id=boot_id,
+            timeout=settings.request_timeout,
+            token=settings.token,
+            on_registered=self.board.notify,
+        )
         self.reporter = Reporter(
             session,
             controller_url=settings.controller_url,
-            token=settings.token,
+            credentials=self.registration,
+            boot_id=boot_id,
             instance_id=identity.instance_id,
             state=self.local_state,
             signal=self.board.subscribe(),
@@ -182,6 +196,7 @@ def agent_tasks(agent: Agent) -> list[NamedTask]:
     tasks = [
         NamedTask("jibri-poller", agent.poll_jibri),
         NamedTask("drain", agent.drive_drain),
+        NamedTask("registration", agent.registration.run),
         NamedTask("reporter", agent.reporter.run),
         NamedTask("leftovers", agent.adopter.run),
     ]

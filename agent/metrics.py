@@ -23,6 +23,7 @@ REPORT_OUTCOMES = (
     "ok",
     "unmanaged",
     "unauthorized",
+    "unregistered",
     "rejected",
     "server-error",
     "bad-answer",

@@ -3,7 +3,8 @@
 Each attempt snapshots the instance afresh with a new `seq`, so a report that failed is never
 re-sent stale: the retry *is* the next report. Transient failures back off with jitter, but a
 change cuts the back-off short, and after one interval of retrying the periodic loop takes
-over again. A 401 or another 4xx is not retried; it is logged once and the loop keeps going.
+over again. A 401 or 403 drops the credential, so the agent registers again
+(agent/registration.py); another 4xx is not retried; each is logged once and the loop goes on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tenacity import (
 )
 
 from agent.metrics import AgentMetrics
+from agent.registration import CredentialSource
 from agent.status import LocalState, Signal
 from common.logs import Transitions, event
 from common.wire import REPORTS_PATH, Report, ReportAnswer
@@ -55,7 +57,7 @@ class Reporter:
         session: aiohttp.ClientSession,
         *,
         controller_url: str,
-        token: str,
+        credentials: CredentialSource,
         instance_id: str,
         state: Callable[[], LocalState],
         signal: Signal,
@@ -69,7 +71,7 @@ class Reporter:
     ) -> None:
         self._session = session
         self._url = controller_url.rstrip("/") + REPORTS_PATH
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._credentials = credentials
         self._instance_id = instance_id
         self._state = state
         self._signal = signal
@@ -134,7 +136,11 @@ class Reporter:
             agentVersion=state.agent_version,
         )
         started = self._monotonic()
-        attempt = await self._post(report.model_dump_json().encode())
+        credential = self._credentials.credential
+        if credential is None:
+            attempt = Attempt("unregistered", False, "no credential yet; registering")
+        else:
+            attempt = await self._post(report.model_dump_json().encode(), credential)
         self._metrics.report_duration.observe(self._monotonic() - started)
         self._metrics.reports.labels(attempt.outcome).inc()
         self._account(attempt)
@@ -142,8 +148,8 @@ class Reporter:
             self._drain()
         return attempt
 
-    async def _post(self, body: bytes) -> Attempt:
-        headers = {**self._headers, "Content-Type": "application/json"}
+    async def _post(self, body: bytes, credential: str) -> Attempt:
+        headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
         try:
             async with self._session.post(
                 self._url, data=body, headers=headers, timeout=self._timeout
@@ -163,8 +169,12 @@ class Reporter:
             except ValidationError:
                 return Attempt("bad-answer", False, f"HTTP {status} with an unexpected body")
             return Attempt("ok" if status == 200 else "unmanaged", False, answer=answer)
-        if status == 401:
-            return Attempt("unauthorized", False, "rejected the token (401); check the token")
+        if status in (401, 403):
+            # The credential is stale (new controller secret, expiry) or not ours: get another.
+            self._credentials.invalidate(credential)
+            return Attempt(
+                "unauthorized", False, f"refused the credential (HTTP {status}): {reason}"
+            )
         if status in (408, 429) or status >= 500:
             return Attempt("server-error", True, f"HTTP {status}: {reason}")
         return Attempt("rejected", False, f"rejected the report (HTTP {status}): {reason}")
@@ -186,7 +196,8 @@ class Reporter:
                 f"the controller sees {self._instance_id} in no managed ASG yet (202)",
                 level=logging.INFO,
             )
-        else:
+        elif attempt.outcome != "unregistered":
+            # (Waiting for a credential is registration's to log, with its reason.)
             suffix = "; retrying" if attempt.transient else "; will keep reporting"
             self._log.failed(attempt.outcome, attempt.detail + suffix)
 

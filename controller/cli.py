@@ -31,8 +31,11 @@ from controller.cloudwatch.api import CloudWatchClients
 from controller.cloudwatch.step import Apis, CloudWatchSync
 from controller.demand.service import DemandSources, history_from
 from controller.http.connections import HttpLimits
+from controller.http.register import CredentialAuth, IdentityContext, mount
 from controller.http.server import Server, ServerContext, make_app
 from controller.http.status import render
+from controller.identity import setup as identity_setup
+from controller.identity.setup import IdentityOptions
 from controller.loop import AutoScalingFactory, ExtraStep, Planner
 from controller.planner import plan as default_planner
 from controller.pools import Controller
@@ -61,6 +64,7 @@ class RunOptions:
     token: str
     dry_run: bool
     aws: AwsSettings
+    identity: IdentityOptions
     http: HttpLimits = field(default_factory=HttpLimits)
 
 
@@ -125,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="plan, log and count actions; change nothing"
     )
     run.add_argument(
-        "--token-file", type=Path, help=f"file holding the agents' bearer token (else ${TOKEN_ENV})"
+        "--token-file",
+        type=Path,
+        help=f"file holding the agents' bearer token, required at /v1/register (else ${TOKEN_ENV})",
     )
     run.add_argument(
         "--aws-max-attempts",
@@ -135,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="attempts per AWS call in botocore's standard retry mode (default %(default)s)",
     )
     _add_http_limits(run)
+    identity_setup.add_arguments(run)
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument(
         "--log-format",
@@ -270,16 +277,30 @@ async def serve(
             await warm_pools.retain([pool.name for pool in new.pools])
 
     watcher = ConfigWatcher(options.config, loaded=loaded, apply=apply, metrics=metrics)
+    try:
+        registrar = await identity_setup.build_registrar(
+            options.identity, identity_setup.FleetMembership(controller)
+        )
+    except identity_setup.IdentitySetupError as exc:
+        raise UsageError(str(exc)) from exc
+    identity = IdentityContext(
+        registrar=registrar,
+        metrics=metrics,
+        wall_clock=time.time,
+        clock=controller.clock.now,
+        registration_token=options.token,
+    )
     app = make_app(
         ServerContext(
             controller=controller,
             metrics=metrics,
-            token=options.token,
+            auth=CredentialAuth(identity),
             clock=controller.clock.now,
             dry_run=options.dry_run,
             body_timeout=options.http.body_timeout,
         )
     )
+    mount(app, identity)
     if configure_app is not None:
         configure_app(app)
     server = Server(app, options.host, options.port, options.http)
@@ -335,6 +356,10 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     host, port = args.listen
     token = read_token(args.token_file, environ)
     state, loaded = load(args.config)
+    try:
+        identity = identity_setup.options_from(args, environ)
+    except identity_setup.IdentitySetupError as exc:
+        raise UsageError(str(exc)) from exc
     options = RunOptions(
         config=args.config,
         host=host,
@@ -342,6 +367,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         token=token,
         dry_run=args.dry_run,
         aws=AwsSettings(max_attempts=args.aws_max_attempts),
+        identity=identity,
         http=HttpLimits(
             max_connections=args.max_connections,
             idle_timeout=args.idle_timeout,

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,10 @@ class ControlPlane:
         on_action: Callable[[ActionEvent], None],
         on_problem: Callable[[str], None],
         at: Callable[[float], float],
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.config = config
+        self._extra_args = tuple(extra_args)
         self.url = ""
         """Known once the controller has logged where it listens (it binds port 0)."""
         self.listening = asyncio.Event()
@@ -119,6 +121,7 @@ class ControlPlane:
             str(self.config),
             "--listen",
             "127.0.0.1:0",
+            *self._extra_args,
         ]
         self.child = await spawn(
             "controller", argv, env=self._env, log_path=self._log_path, on_stderr_line=self._line

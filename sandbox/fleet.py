@@ -24,6 +24,7 @@ from typing import Protocol
 
 from controller.spec import DesiredState
 from sandbox.emulator import Emulator, GroupInstance, describe_group
+from sandbox.fake_imds import FakeImds, SigningAuthority
 from sandbox.fake_jibri import FakeJibri, NotIdle
 from sandbox.ledger import ActionEvent, BusyTermination, Ledger
 from sandbox.procs import Child, spawn
@@ -80,6 +81,7 @@ class AgentSettings:
             self.controller_url(),
             "--instance-id",
             node.instance_id,
+            *(("--imds-url", node.imds.url) if node.imds is not None else ()),
             "--region",
             self.region,
             "--jibri-health-url",
@@ -136,6 +138,8 @@ class Node:
         self.directory = directory
         self.boot_at = boot_at
         self.jibri: FakeJibri | None = None
+        self.imds: FakeImds | None = None
+        """This VM's metadata service: the agent registers with the document it signs."""
         self.agent: Child | None = None
         self.subscribing: asyncio.Task[None] | None = None
         """Points the Jibri's webhook at the agent once the agent says where it listens."""
@@ -204,7 +208,10 @@ class SimulatedVMs:
         ledger: Ledger,
         clock: Callable[[], float],
         on_problem: Callable[[str], None],
+        authority: SigningAuthority | None = None,
     ) -> None:
+        self.authority = authority or SigningAuthority.generate()
+        """Signs every VM's identity document; the controller is given its certificate."""
         self._emulator = emulator
         self._state = state
         self._work_dir = work_dir
@@ -296,6 +303,8 @@ class SimulatedVMs:
         )
         await jibri.start()
         node.jibri = jibri
+        node.imds = FakeImds(node.instance_id, authority=self.authority)
+        await node.imds.start()
         ready_file = node.directory / "agent.ready.json"
         ready_file.unlink(missing_ok=True)
         node.agent = await spawn(
@@ -353,6 +362,8 @@ class SimulatedVMs:
             await node.agent.stop()
         if node.jibri is not None:
             await node.jibri.close()
+        if node.imds is not None:
+            await node.imds.close()
 
     async def start_recording(self, node: Node, session: str) -> bool:
         """Start `session` on `node`'s Jibri; False if it was no longer idle."""
@@ -394,6 +405,9 @@ class SimulatedVMs:
             if node.jibri is not None:
                 with contextlib.suppress(Exception):
                     await node.jibri.close()
+            if node.imds is not None:
+                with contextlib.suppress(Exception):
+                    await node.imds.close()
 
     def kill_now(self) -> None:
         for node in self.nodes.values():

@@ -29,6 +29,7 @@ from controller.spec import DesiredState
 from sandbox.controlplane import ControlPlane
 from sandbox.demand import DayPattern, Recording
 from sandbox.emulator import Emulator, bootstrap, list_keys, running_emulator
+from sandbox.fake_imds import ACCOUNT
 from sandbox.fleet import AgentSettings, BootDelay, SimulatedVMs
 from sandbox.ledger import ActionEvent, Ledger, Summary, summarize
 from sandbox.traffic import Traffic
@@ -278,10 +279,14 @@ async def _run(run: _Run, emulator: Emulator, show: Callable[[Snapshot], None]) 
         run.ledger.action(event)
         fleet.on_action(event)
 
+    # The VMs' identity documents are signed by the fleet's test key; the controller trusts
+    # its certificate the way it trusts AWS's (docs/identity.md).
+    certs = fleet.authority.write_certificate(options.work_dir / "identity-certs").parent
     cp = ControlPlane(
         config=options.scaled_config,
         token=token,
         env=emulator.env(),
+        extra_args=("--identity-certs", str(certs), "--identity-account", ACCOUNT),
         log_path=options.work_dir / "controller.log",
         on_action=on_action,
         on_problem=run.problem,

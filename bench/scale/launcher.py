@@ -25,12 +25,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from bench.scale.fake_aws import FastAutoScaling, FastCloudWatch
+from bench.scale.loadgen import ACCOUNT
 from common import logs
 from common.aiokits.tasks import guarded_task
 from common.wire import REPORTS_PATH, TOKEN_ENV
 from controller.aws import AutoScaling, AwsSettings
 from controller.cli import RunOptions, UsageError, serve
 from controller.cloudwatch.api import CloudWatchApi, ScalingPolicyApi
+from controller.identity.setup import IdentityOptions
 from controller.model import Observed, Plan, SetProtection
 from controller.planner import plan as real_plan
 from controller.reload import load
@@ -165,8 +167,17 @@ async def run(config: Path, host: str, port: int, token: str, latency: float) ->
     async def cloudwatch_apis(region: str | None) -> tuple[CloudWatchApi, ScalingPolicyApi]:
         return cloudwatch, cloudwatch
 
+    # Documents are not signed here (the load generator has no IMDS); registration's other
+    # checks and every report's credential check run as in production.
+    identity = IdentityOptions(certs=None, accounts=(ACCOUNT,), secret_file=None, insecure=True)
     options = RunOptions(
-        config=config, host=host, port=port, token=token, dry_run=False, aws=AwsSettings()
+        config=config,
+        host=host,
+        port=port,
+        token=token,
+        dry_run=False,
+        aws=AwsSettings(),
+        identity=identity,
     )
     await serve(
         options,

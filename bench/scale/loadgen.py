@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -29,11 +30,12 @@ from pathlib import Path
 import aiohttp
 
 from bench.scale.fake_aws import instance_id
-from common.wire import REPORTS_PATH, TOKEN_ENV
+from common.wire import REGISTER_PATH, REPORTS_PATH, TOKEN_ENV, RegisterAnswer
 
 PERIOD = 5.0
 SLOTS = 50
 """Each period is cut into this many ticks; an agent always reports in its own tick."""
+ACCOUNT = "123456789012"
 
 
 @dataclass(slots=True)
@@ -42,6 +44,8 @@ class Agent:
     boot_id: str
     busy: bool
     seq: int = 0
+    authorization: str = ""
+    """`Bearer <credential>`, from registering before the measured run."""
 
 
 @dataclass
@@ -75,7 +79,8 @@ async def _worker(
         body = _body(agent)
         started = time.perf_counter()
         try:
-            async with session.post(url, data=body) as response:
+            headers = {"Authorization": agent.authorization}
+            async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
                 ok = response.status in (200, 202)
         except aiohttp.ClientError:
@@ -88,6 +93,58 @@ async def _worker(
                 tally.latencies.append(elapsed)
             else:
                 tally.errors += 1
+
+
+def _registration(agent: Agent) -> str:
+    # The launcher runs the controller with --insecure-identity: the document is not signed,
+    # every other check (instance, account, managed group) and every report's credential
+    # check are the real ones. bench.identity_cost measures the signature check apart.
+    document = json.dumps(
+        {
+            "accountId": ACCOUNT,
+            "instanceId": agent.instance_id,
+            "pendingTime": "2026-01-01T00:00:00Z",
+            "region": "us-east-1",
+        }
+    ).encode()
+    return json.dumps(
+        {
+            "instanceId": agent.instance_id,
+            "bootId": agent.boot_id,
+            "document": base64.b64encode(document).decode(),
+            "signature": "unsigned",
+        }
+    )
+
+
+async def _register_all(
+    session: aiohttp.ClientSession, url: str, token: str, agents: list[Agent], concurrency: int
+) -> None:
+    """Register every agent (retrying those whose group the controller has not read yet)."""
+    pending = asyncio.Queue[Agent]()
+    for agent in agents:
+        pending.put_nowait(agent)
+    deadline = time.perf_counter() + 120.0
+
+    async def worker() -> None:
+        while not pending.empty():
+            agent = pending.get_nowait()
+            async with session.post(
+                url + REGISTER_PATH,
+                data=_registration(agent),
+                headers={"Authorization": f"Bearer {token}"},
+            ) as response:
+                text = await response.text()
+            if response.status == 200:
+                credential = RegisterAnswer.model_validate_json(text).credential
+                agent.authorization = f"Bearer {credential}"
+            elif time.perf_counter() > deadline:
+                raise SystemExit(f"cannot register {agent.instance_id}: {response.status} {text}")
+            else:
+                await asyncio.sleep(0.5)
+                pending.put_nowait(agent)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def run(
@@ -115,11 +172,12 @@ async def run(
     # At most one period of reports may wait for a connection; beyond that the generator
     # is behind and says so instead of queueing without bound.
     queue: asyncio.Queue[tuple[Agent, bool]] = asyncio.Queue(maxsize=len(agents))
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     tick = PERIOD / SLOTS
     target = url + REPORTS_PATH
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+        await _register_all(session, url, token, agents, concurrency)
         workers = [
             asyncio.create_task(_worker(session, target, queue, tally), name=f"agent-worker-{i}")
             for i in range(concurrency)

@@ -4,7 +4,6 @@ status out."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import resource
@@ -26,6 +25,7 @@ from controller.http.connections import (
     HttpLimits,
     connection_cap,
 )
+from controller.http.register import ReportAuth
 from controller.http.status import health, status
 from controller.pools import Controller
 from controller.prometheus import Metrics
@@ -37,7 +37,8 @@ log = logging.getLogger("controller.http.server")
 class ServerContext:
     controller: Controller
     metrics: Metrics
-    token: str
+    auth: ReportAuth
+    """Judges each report's Authorization: per-instance credentials (docs/identity.md)."""
     clock: Callable[[], float]
     dry_run: bool = False
     body_timeout: float = 10.0
@@ -50,15 +51,6 @@ CONTEXT = web.AppKey("context", ServerContext)
 def _reject(metrics: Metrics, outcome: str, status: int, error: str, **extra: Any) -> web.Response:
     metrics.agent_reports_total.labels(outcome).inc()
     return web.json_response({"error": error, **extra}, status=status)
-
-
-def _authorized(header: str | None, token: str) -> bool:
-    """Whether `header` carries the shared bearer token (compared in constant time)."""
-    scheme, _, presented = (header or "").partition(" ")
-    # A bearer token is ASCII (RFC 6750); other bytes arrive as surrogates and cannot match.
-    if scheme.lower() != "bearer" or not presented.isascii():
-        return False
-    return hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
 def _schema_error(exc: ValidationError) -> dict[str, str]:
@@ -82,10 +74,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
 
 
 async def _parse_report(request: web.Request, ctx: ServerContext) -> Report | web.Response:
-    """The authenticated, well-formed report, or the 4xx answer that says what is wrong."""
+    """The authenticated, well-formed report, or the 4xx answer that says what is wrong.
+
+    The credential is checked before the body is read, and bound to the report's instance
+    and boot once it is parsed (docs/identity.md)."""
     metrics = ctx.metrics
-    if not _authorized(request.headers.get("Authorization"), ctx.token):
-        return _reject(metrics, "unauthorized", 401, "missing or wrong bearer token")
+    credential = ctx.auth.authenticate(request.headers.get("Authorization"))
+    if isinstance(credential, web.Response):
+        metrics.agent_reports_total.labels("unauthorized").inc()
+        return credential
     if request.content_type != "application/json":
         return _reject(
             metrics,
@@ -111,7 +108,7 @@ async def _parse_report(request: web.Request, ctx: ServerContext) -> Report | we
     if nesting_exceeds(body):
         return _reject(metrics, "invalid", 400, f"body nests deeper than {MAX_NESTING} levels")
     try:
-        return Report.model_validate_json(body)
+        report = Report.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
@@ -119,6 +116,11 @@ async def _parse_report(request: web.Request, ctx: ServerContext) -> Report | we
         return _reject(
             metrics, "invalid", 400, "report does not match the schema", **_schema_error(exc)
         )
+    refusal = ctx.auth.authorize(credential, report)
+    if refusal is not None:
+        metrics.agent_reports_total.labels("unauthorized").inc()
+        return refusal
+    return report
 
 
 async def post_report(request: web.Request) -> web.Response:

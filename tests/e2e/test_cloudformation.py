@@ -316,7 +316,9 @@ def test_task_definition_injects_the_token_and_a_valid_desired_state(emulator: E
     deployed = deploy(emulator, TargetFree="3")
     containers = deployed.containers()
     controller = containers["controller"]
-    assert controller["secrets"] == [{"name": TOKEN_ENV, "valueFrom": deployed.secret_arn}]
+    token, identity = controller["secrets"]
+    assert token == {"name": TOKEN_ENV, "valueFrom": deployed.secret_arn}
+    assert identity["name"] == "JIBRI_AUTOSCALER_IDENTITY_SECRET"
     (variable,) = containers["desired-state"]["environment"]
     (pool,) = parse_desired_state(variable["value"], "DESIRED_STATE").pools
     assert pool.spec.autoScalingGroupName == deployed.outputs["AutoScalingGroupName"]

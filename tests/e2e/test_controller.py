@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,22 @@ def protected(emulator: Emulator) -> dict[str, bool]:
     return {i["InstanceId"]: i["ProtectedFromScaleIn"] for i in group(emulator)["Instances"]}
 
 
+def _accepted(agent: Agent) -> Callable[[], bool]:
+    """A check that reports once and says whether the report was accepted (200)."""
+    return lambda: agent.report()[0] == 200
+
+
 def test_busy_pool_scales_out_by_the_gap_in_one_pass(emulator: Emulator, tmp_path: Path) -> None:
     """targetFree 2 with 3 busy instances: desired goes 3 → 5 in a single scale-out, and the
     3 busy instances are protected."""
     ids = create_asg(emulator, GROUP, min_size=0, max_size=10, desired=3)
     config = tmp_path / "pools.yaml"
-    # The pool first points at a group that does not exist yet, so the busy reports are
-    # held (202) and the first real pass sees all of them at once.
-    config.write_text(pool_yaml(group="not-there-yet", target_free=2, stale_after="30s"))
+    config.write_text(pool_yaml(group=GROUP, target_free=2, stale_after="30s"))
     with running_controller(emulator, config) as controller:
         agents = [Agent(controller, i, busy="BUSY") for i in ids]
-        assert [agent.report()[0] for agent in agents] == [202, 202, 202]
-        config.write_text(pool_yaml(group=GROUP, target_free=2, stale_after="30s"))
+        # Each agent registers once the controller has read the group (403 not-managed before).
+        for agent in agents:
+            wait_for(_accepted(agent), what=f"{agent.instance_id} to report")
 
         wait_for(lambda: group(emulator)["DesiredCapacity"] == 5, what="desired capacity 5")
         wait_for(lambda: all(protected(emulator)[i] for i in ids), what="busy ones protected")
@@ -142,21 +147,24 @@ def test_capacity_is_brought_back_within_bounds(emulator: Emulator, tmp_path: Pa
 
 
 def test_bad_token_and_bad_json_are_refused(emulator: Emulator, tmp_path: Path) -> None:
-    """A wrong token gets 401 and a body that is not JSON gets 400 with a reason."""
+    """A report without its instance's credential gets 401, and a body that is not JSON
+    gets 400 with a reason."""
     ids = create_asg(emulator, GROUP, min_size=0, max_size=3, desired=1)
     config = tmp_path / "pools.yaml"
     config.write_text(pool_yaml(target_free=1))
     with running_controller(emulator, config) as controller:
+        agent = Agent(controller, ids[0])
+        wait_for(lambda: agent.report()[0] == 200, what="the agent to register and report")
         report = {
             "instanceId": ids[0],
-            "bootId": "b",
-            "seq": 1,
+            "bootId": agent.boot_id,
+            "seq": 100,
             "jibri": {"busyStatus": "IDLE", "healthStatus": "HEALTHY"},
         }
-        assert controller.post(report, token="not-" + TOKEN)[0] == 401
-        status, answer = controller.post(b'{"instanceId": ')
+        assert controller.post(report, token=TOKEN)[0] == 401, "the shared token is no credential"
+        status, answer = controller.post(b'{"instanceId": ', token=agent.credential)
         assert status == 400 and "JSON" in answer["error"]
-        status, answer = controller.post({**report, "seq": "first"})
+        status, answer = controller.post({**report, "seq": "first"}, token=agent.credential)
         assert status == 400 and answer["field"] == "seq"
         assert (
             controller.metric("jibri_autoscaler_agent_reports_total", outcome="unauthorized") == 1
@@ -246,15 +254,27 @@ def test_dry_run_plans_and_logs_but_changes_nothing(emulator: Emulator, tmp_path
     config = tmp_path / "pools.yaml"
     config.write_text(pool_yaml(target_free=2, stale_after="30s"))
     with running_controller(emulator, config, extra_args=("--dry-run",)) as controller:
-        Agent(controller, ids[0], busy="BUSY").report()
+        busy = Agent(controller, ids[0], busy="BUSY")
+        wait_for(lambda: busy.report()[0] == 200, what="the busy agent to register and report")
         planned = wait_for(lambda: controller.actions("scale-out"), what="a planned scale-out")
         assert planned[0]["dry_run"] is True and planned[0]["outcome"] == "planned"
         assert controller.get_json("/status")[1]["dryRun"] is True
-        assert (
-            controller.metric(
-                "jibri_autoscaler_actions_total", pool="recorders", action="protect", reason="busy"
-            )
-            >= 1.0
+        # The busy report can come only after the first pass (registration waits for the
+        # group to be read), so the protection is planned by a later pass.
+        wait_for(
+            lambda: (
+                (
+                    controller.metric(
+                        "jibri_autoscaler_actions_total",
+                        pool="recorders",
+                        action="protect",
+                        reason="busy",
+                    )
+                    or 0
+                )
+                >= 1.0
+            ),
+            what="a planned protection",
         )
     after = group(emulator)
     assert after["DesiredCapacity"] == 1
@@ -269,7 +289,8 @@ def test_address_in_use_is_a_clear_error(emulator: Emulator, tmp_path: Path) -> 
     with running_controller(emulator, config) as controller:
         taken = controller.url.removeprefix("http://")
         clash = run_command(
-            ["run", "--config", str(config), "--listen", taken], controller_env(emulator)
+            ["run", "--config", str(config), "--listen", taken, "--insecure-identity"],
+            controller_env(emulator),
         )
     assert clash.returncode == 1
     assert f"error: cannot listen on {taken.rpartition(':')[0]}" in clash.stderr

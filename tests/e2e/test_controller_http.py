@@ -17,13 +17,15 @@ import pytest
 from tests.support.aws import Emulator, create_asg
 from tests.support.controller import (
     REPO,
-    TOKEN,
+    Agent,
+    RunningController,
     controller_env,
     http,
     pool_yaml,
     running_controller,
     wait_for,
 )
+from tests.support.identity import controller_identity_args
 
 pytestmark = pytest.mark.e2e
 
@@ -31,20 +33,29 @@ GROUP = "jibri-recorders"
 FD_LIMIT = 256
 
 
-def _report(instance_id: str) -> bytes:
+def _registered(controller: RunningController, instance_id: str) -> Agent:
+    """An agent that has registered (once the controller has read its group) and reported."""
+    agent = Agent(controller, instance_id)
+    wait_for(lambda: agent.report()[0] == 200, what=f"{instance_id} to register")
+    return agent
+
+
+def _report(instance_id: str, boot_id: str) -> bytes:
     return json.dumps(
         {
             "instanceId": instance_id,
-            "bootId": "b",
-            "seq": 1,
+            "bootId": boot_id,
+            "seq": 100,
             "jibri": {"busyStatus": "IDLE", "healthStatus": "HEALTHY"},
         }
     ).encode()
 
 
-def _head(length: int) -> bytes:
+def _head(length: int, credential: str) -> bytes:
     return (
-        b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n"
+        b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + credential.encode()
+        + b"\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length
     )
 
@@ -68,9 +79,10 @@ def test_sigterm_with_a_client_stalled_mid_body_exits_within_10s(
     stops accepting, gives the request its grace, and exits 0 well within 10 s."""
     config, ids = _config(emulator, tmp_path)
     with running_controller(emulator, config) as controller:
-        report = _report(ids[0])
+        agent = _registered(controller, ids[0])
+        report = _report(ids[0], agent.boot_id)
         with socket.create_connection(_address(controller.url)) as stalled:
-            stalled.sendall(_head(len(report)) + report[:20])
+            stalled.sendall(_head(len(report), agent.credential or "") + report[:20])
             # Answered after the stalled request's headers arrived, so that request is under way.
             assert controller.get_json("/healthz")[0] == 200
             started = time.monotonic()
@@ -105,6 +117,7 @@ def test_idle_flood_under_a_low_fd_limit_leaves_agents_and_healthz_served(
         emulator, config, program=LOW_FD_CONTROLLER, extra_args=("--idle-timeout", "60")
     ) as controller:
         address = _address(controller.url)
+        agent = _registered(controller, ids[0])
         idle = [socket.create_connection(address) for _ in range(400)]
         try:
             wait_for(
@@ -115,7 +128,8 @@ def test_idle_flood_under_a_low_fd_limit_leaves_agents_and_healthz_served(
             )
             status, health = controller.get_json("/healthz")
             assert status == 200 and health["ok"] is True, controller.log_path.read_text()
-            assert controller.post(json.loads(_report(ids[0])))[0] == 200
+            report = json.loads(_report(ids[0], agent.boot_id))
+            assert controller.post(report, token=agent.credential)[0] == 200
             # A config reload still reads its file (it failed for want of descriptors).
             config.write_text(pool_yaml(target_free=1, idle_for="3s"))
             wait_for(
@@ -145,7 +159,14 @@ def test_text_log_format_for_terminals(emulator: Emulator, tmp_path: Path) -> No
     log_path = tmp_path / "controller.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [*CONTROLLER, "run", "--config", str(config), *TEXT_LOGS_ON_PORT_0],
+            [
+                *CONTROLLER,
+                "run",
+                "--config",
+                str(config),
+                *TEXT_LOGS_ON_PORT_0,
+                *controller_identity_args(tmp_path),
+            ],
             env=controller_env(emulator),
             cwd=REPO,
             stdout=log_file,

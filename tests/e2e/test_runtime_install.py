@@ -37,6 +37,7 @@ from sandbox.fake_jibri import FakeJibri
 from tests.support.aws import Emulator, create_asg
 from tests.support.controller import TOKEN, http, pool_yaml, running_controller, wait_for
 from tests.support.dockerfile import Instruction, Stage, parse, replay
+from tests.support.fake_imds import FakeImds
 from tests.support.loopback import eventually, eventually_async
 
 pytestmark = pytest.mark.e2e
@@ -347,6 +348,8 @@ async def test_installed_agent_with_every_production_option(
         jibri_id=instance, finalize_command=[str(script)], recordings_dir=tmp_path / "recordings"
     )
     await jibri.start()
+    imds = FakeImds(instance)
+    await imds.start()
     ready = tmp_path / "agent.ready.json"
     log_path = tmp_path / "agent.log"
     try:
@@ -356,6 +359,7 @@ async def test_installed_agent_with_every_production_option(
             flags = {
                 "--controller": controller.url,
                 "--instance-id": instance,
+                "--imds-url": imds.url,
                 "--region": "us-east-1",
                 "--jibri-health-url": jibri.health_url,
                 "--jibri-shutdown-url": jibri.shutdown_url,
@@ -420,5 +424,6 @@ async def test_installed_agent_with_every_production_option(
                 code = await asyncio.wait_for(agent.wait(), 30)
     finally:
         await jibri.close()
+        await imds.close()
     assert code == 0, log_path.read_text()
     assert "Traceback" not in log_path.read_text()

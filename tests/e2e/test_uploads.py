@@ -31,6 +31,7 @@ from agent.upload.s3client import open_s3
 from sandbox.fake_jibri import FakeJibri
 from tests.support.aws import Emulator
 from tests.support.fake_controller import FakeController
+from tests.support.fake_imds import FakeImds
 from tests.support.loopback import eventually, serving
 from tests.support.tcp_proxy import TcpProxy, running_proxy
 
@@ -269,12 +270,14 @@ async def test_the_agent_reports_pending_uploads_and_holds_the_drain(
     proxy.rate = 20 * MiB
     env = {**os.environ, **emulator.env(), "AWS_ENDPOINT_URL": proxy.url}
     env |= {"JIBRI_AUTOSCALER_TOKEN": controller.token, "PYTHONPATH": str(REPO)}
+    imds = FakeImds("i-0123456789abcdef0")
     try:
-        async with serving(controller.app()) as controller_url:
+        async with serving(controller.app()) as controller_url, serving(imds.app()) as imds_url:
             ready = tmp_path / "agent.ready.json"
             flags = {
                 "--controller": controller_url,
                 "--instance-id": "i-0123456789abcdef0",
+                "--imds-url": imds_url,
                 "--region": "us-east-1",
                 "--jibri-health-url": jibri.health_url,
                 "--jibri-shutdown-url": jibri.shutdown_url,

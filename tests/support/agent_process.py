@@ -24,6 +24,7 @@ import aiohttp
 
 from sandbox.fake_jibri import FakeJibri
 from tests.support.aws import Emulator
+from tests.support.fake_imds import FakeImds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,6 +123,8 @@ class Recorder:
     webhook_url: str | None = None
     starts: int = 0
     extra_args: tuple[str, ...] = field(default=())
+    imds: FakeImds | None = None
+    """This VM's metadata service: the agent registers with the document it signs."""
 
     async def start_agent(
         self, controller_url: str, env: dict[str, str], args: Sequence[str] = ()
@@ -139,6 +142,7 @@ class Recorder:
             controller_url,
             "--instance-id",
             self.instance_id,
+            *(("--imds-url", self.imds.url) if self.imds is not None else ()),
             "--region",
             "us-east-1",
             "--jibri-health-url",
@@ -206,7 +210,9 @@ async def make_recorder(instance_id: str, root: Path) -> Recorder:
     (home / "recordings").mkdir(parents=True)
     jibri = FakeJibri(jibri_id=instance_id)
     await jibri.start()
-    return Recorder(instance_id, jibri, home)
+    imds = FakeImds(instance_id)
+    await imds.start()
+    return Recorder(instance_id, jibri, home, imds=imds)
 
 
 def agent_env(emulator: Emulator | None, token: str) -> dict[str, str]:
@@ -225,5 +231,7 @@ async def shutdown(recorders: Sequence[Recorder]) -> None:
         if recorder.agent is not None and recorder.agent.alive:
             codes[recorder.instance_id] = await recorder.agent.stop()
         await recorder.jibri.close()
+        if recorder.imds is not None:
+            await recorder.imds.close()
     bad = {k: v for k, v in codes.items() if v != 0}
     assert not bad, f"agents exited uncleanly: {bad}"

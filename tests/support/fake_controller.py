@@ -1,7 +1,10 @@
-"""A stand-in for the controller's report endpoint, for the agent's unit tests.
+"""A stand-in for the controller's report and registration endpoints, for the agent's tests.
 
 It validates each report with the shared wire schema and records it, and answers with what
 the test scripts: a queue of (status, body) replies, then the default `{"drain": drain}`.
+A registration is validated with the wire schema (not the signature: the real check is tested
+with the controller) and answered with `token` as the credential, so a report is accepted
+when it carries the credential its agent was given.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections import deque
 
 from aiohttp import web
 
-from common.wire import REPORTS_PATH, Report
+from common.wire import REGISTER_PATH, REPORTS_PATH, RegisterAnswer, RegisterRequest, Report
 
 
 class FakeController:
@@ -25,11 +28,18 @@ class FakeController:
         self.attempts = 0
         self.failing_with: int | None = None
         """Answer every report with this HTTP status (e.g. 500) until reset to None."""
+        self.registrations: list[RegisterRequest] = []
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(REPORTS_PATH, self._report)
+        app.router.add_post(REGISTER_PATH, self._register)
         return app
+
+    async def _register(self, request: web.Request) -> web.Response:
+        self.registrations.append(RegisterRequest.model_validate_json(await request.read()))
+        answer = RegisterAnswer(credential=self.token, expiresIn=3600, renewIn=1800)
+        return web.json_response(text=answer.model_dump_json())
 
     async def _report(self, request: web.Request) -> web.Response:
         self.attempts += 1

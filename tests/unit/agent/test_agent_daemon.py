@@ -23,6 +23,7 @@ from agent.settings import Settings, load_settings
 from common.wire import BusyStatus
 from sandbox.fake_jibri import FakeJibri
 from tests.support.fake_controller import FakeController
+from tests.support.fake_imds import FakeImds
 from tests.support.loopback import eventually, serving
 
 INSTANCE = "i-0123456789abcdef0"
@@ -34,6 +35,7 @@ class Rig:
     controller: FakeController
     controller_url: str
     tmp_path: Path
+    imds_url: str
     metrics_url: str = ""
     """Where the running agent serves /metrics and /healthz (from its ready file)."""
 
@@ -45,6 +47,7 @@ class Rig:
         given = {
             "controller_url": self.controller_url,
             "instance_id": INSTANCE,
+            "imds_url": self.imds_url,
             "jibri_health_url": self.jibri.health_url,
             "jibri_shutdown_url": self.jibri.shutdown_url,
             "webhook_listen": "127.0.0.1:0",
@@ -71,8 +74,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await jibri.start()
     controller = FakeController()
     try:
-        async with serving(controller.app()) as url:
-            yield Rig(jibri, controller, url, tmp_path)
+        async with serving(controller.app()) as url, serving(FakeImds(INSTANCE).app()) as imds:
+            yield Rig(jibri, controller, url, tmp_path, imds)
     finally:
         await jibri.close()
 

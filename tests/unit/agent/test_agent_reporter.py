@@ -11,6 +11,7 @@ import pytest
 
 from agent.jibri import UNKNOWN
 from agent.metrics import AgentMetrics
+from agent.registration import StaticCredential
 from agent.reporter import Reporter
 from agent.status import LocalState, Signal
 from common.wire import BusyStatus, HealthStatus, JibriStatus
@@ -41,7 +42,7 @@ class Rig:
         return Reporter(
             self.session,
             controller_url=url or self.url,
-            token="s3cret",
+            credentials=StaticCredential("s3cret"),
             instance_id=INSTANCE,
             state=lambda: self.state,
             signal=self.signal,

@@ -29,12 +29,13 @@ from agent.finalize import FinalizeError
 from agent.jibri import UNKNOWN, Outcome, Probe
 from agent.leftovers import Adopter, Leftover, adopt, choose, pending_leftovers, session_dirs
 from agent.metrics import AgentMetrics
-from agent.settings import load_settings
+from agent.settings import Settings, load_settings
 from agent.spool import MARKER_NAME, EntryInfo, Spool, entry_name, read_info
 from common.wire import BusyStatus, HealthStatus, JibriStatus
 from sandbox.fake_jibri import FakeJibri
 from tests.support.aws import Emulator
 from tests.support.fake_controller import FakeController
+from tests.support.fake_imds import FakeImds
 from tests.support.loopback import eventually, serving
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -291,7 +292,16 @@ async def agent_with_uploads(
         "request_timeout": "2s",
         "upload_bucket": BUCKET,
     }
-    settings = load_settings(given, {"JIBRI_AUTOSCALER_TOKEN": controller.token})
+    async with serving(FakeImds(INSTANCE).app()) as imds_url:
+        settings = load_settings(
+            {**given, "imds_url": imds_url}, {"JIBRI_AUTOSCALER_TOKEN": controller.token}
+        )
+        async with _running(settings, tmp_path, jibri):
+            yield
+
+
+@contextlib.asynccontextmanager
+async def _running(settings: Settings, tmp_path: Path, jibri: FakeJibri) -> AsyncIterator[None]:
     stop = asyncio.Event()
     task = asyncio.create_task(run_agent(settings, stop))
     try:

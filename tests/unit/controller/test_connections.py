@@ -22,6 +22,7 @@ from controller.prometheus import Metrics
 from controller.spec import parse_desired_state
 from controller.store import ReportStore
 from tests.support.fake_autoscaling import FakeAutoScaling, ManualClock
+from tests.support.report_auth import SharedTokenAuth
 
 TOKEN = "s3cret-token"
 INSTANCE = "i-0fffffffffffffff0"
@@ -80,7 +81,7 @@ async def start(limits: HttpLimits) -> Running:
     context = ServerContext(
         controller=controller,
         metrics=metrics,
-        token=TOKEN,
+        auth=SharedTokenAuth(TOKEN),
         clock=clock,
         body_timeout=limits.body_timeout,
     )

@@ -21,6 +21,7 @@ from controller.prometheus import Metrics
 from controller.spec import parse_desired_state
 from controller.store import ReportStore
 from tests.support.fake_autoscaling import FakeAutoScaling, ManualClock
+from tests.support.report_auth import SharedTokenAuth
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -92,7 +93,11 @@ async def h() -> AsyncIterator[Harness]:
     controller.pools[runner.name] = runner
     metrics.set_pool(runner.pool)
     await runner.step()
-    app = make_app(ServerContext(controller=controller, metrics=metrics, token=TOKEN, clock=clock))
+    app = make_app(
+        ServerContext(
+            controller=controller, metrics=metrics, auth=SharedTokenAuth(TOKEN), clock=clock
+        )
+    )
     async with TestClient(TestServer(app)) as client:
         yield Harness(client, controller, runner, fake, clock, ids)
 

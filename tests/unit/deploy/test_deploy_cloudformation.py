@@ -203,8 +203,14 @@ def test_controller_container_runs_the_real_cli() -> None:
     assert f"validate {args.config}" in init["Command"][0]
     assert init["Essential"] is False
     assert controller["DependsOn"] == [{"ContainerName": "desired-state", "Condition": "SUCCESS"}]
-    (secret,) = controller["Secrets"]
-    assert secret == {"Name": TOKEN_ENV, "ValueFrom": resolver.refs["TokenSecret"]}
+    token, identity = controller["Secrets"]
+    assert token == {"Name": TOKEN_ENV, "ValueFrom": resolver.refs["TokenSecret"]}
+    assert identity == {
+        "Name": "JIBRI_AUTOSCALER_IDENTITY_SECRET",
+        "ValueFrom": resolver.refs["IdentitySecret"],
+    }
+    assert str(args.identity_certs) == "/opt/jibri-autoscaler/certs"
+    assert len(args.identity_account) == 1 and not args.insecure_identity
     assert not any(e["Name"] == TOKEN_ENV for e in controller["Environment"])
     check = " ".join(controller["HealthCheck"]["Command"])
     assert "http://127.0.0.1:9000/healthz" in check
