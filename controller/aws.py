@@ -347,21 +347,29 @@ class AwsClients:
         )
         self._stack = AsyncExitStack()
         self._autoscaling: dict[str | None, AioAutoScaling] = {}
+        self._autoscaling_clients: dict[str | None, AutoScalingClient] = {}
         self._cloudwatch: dict[str | None, CloudWatchClient] = {}
         self._lock = asyncio.Lock()
         self._closed = False
 
     async def autoscaling(self, region: str | None) -> AioAutoScaling:
+        client = await self.autoscaling_client(region)
+        async with self._lock:
+            if region not in self._autoscaling:
+                self._autoscaling[region] = AioAutoScaling(client, self._metrics)
+            return self._autoscaling[region]
+
+    async def autoscaling_client(self, region: str | None) -> AutoScalingClient:
+        """The raw Auto Scaling client `autoscaling` wraps, for other `Instrumented` APIs."""
         async with self._lock:
             self._check_open()
-            if region not in self._autoscaling:
-                client = await self._stack.enter_async_context(
+            if region not in self._autoscaling_clients:
+                self._autoscaling_clients[region] = await self._stack.enter_async_context(
                     self._session.create_client(
                         "autoscaling", region_name=region, config=self._config
                     )
                 )
-                self._autoscaling[region] = AioAutoScaling(client, self._metrics)
-            return self._autoscaling[region]
+            return self._autoscaling_clients[region]
 
     async def cloudwatch(self, region: str | None) -> CloudWatchClient:
         """A raw CloudWatch client; wrap its calls in `instrumented(..., "cloudwatch", ...)`."""

@@ -238,7 +238,7 @@ async def serve(
         if autoscaling is None:
             autoscaling = clients.autoscaling
         if cloud_watch_apis is None:
-            cloud_watch_clients = CloudWatchClients(clients, metrics, options.aws)
+            cloud_watch_clients = CloudWatchClients(clients, metrics)
             cloud_watch_apis = cloud_watch_clients
     cloud_watch = CloudWatchSync(
         apis=cloud_watch_apis, metrics=metrics, dry_run=options.dry_run, clock=clock

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
-
-from controller.aws import AwsClients, AwsSettings, Instrumented
+from controller.aws import AwsClients, Instrumented
 from controller.cloudwatch.datapoints import Datum
 from controller.prometheus import Metrics
 
@@ -195,28 +191,14 @@ class AioScalingPolicies(Instrumented):
 
 
 class CloudWatchClients:
-    """Both APIs per region. CloudWatch clients come from the controller's `AwsClients`; the
-    Auto Scaling client for policies is our own, with the same retry and timeout settings."""
+    """Both APIs per region, over the clients of the controller's `AwsClients` (which closes
+    them)."""
 
-    def __init__(
-        self,
-        clients: AwsClients,
-        metrics: Metrics,
-        settings: AwsSettings,
-        *,
-        session: AioSession | None = None,
-    ) -> None:
+    def __init__(self, clients: AwsClients, metrics: Metrics) -> None:
         self._clients = clients
         self._metrics = metrics
         metrics.add_aws_operations(AioCloudWatch.SERVICE, CLOUDWATCH_OPERATIONS)
         metrics.add_aws_operations(AioScalingPolicies.SERVICE, POLICY_OPERATIONS)
-        self._session = session if session is not None else get_session()
-        self._config = AioConfig(
-            retries={"mode": "standard", "max_attempts": settings.max_attempts},
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-        )
-        self._stack = AsyncExitStack()
         self._apis: dict[str | None, tuple[AioCloudWatch, AioScalingPolicies]] = {}
         self._lock = asyncio.Lock()
 
@@ -224,11 +206,7 @@ class CloudWatchClients:
         async with self._lock:
             if region not in self._apis:
                 cloudwatch = await self._clients.cloudwatch(region)
-                autoscaling = await self._stack.enter_async_context(
-                    self._session.create_client(
-                        "autoscaling", region_name=region, config=self._config
-                    )
-                )
+                autoscaling = await self._clients.autoscaling_client(region)
                 self._apis[region] = (
                     AioCloudWatch(cloudwatch, self._metrics),
                     AioScalingPolicies(autoscaling, self._metrics),
@@ -238,4 +216,3 @@ class CloudWatchClients:
     async def close(self) -> None:
         async with self._lock:
             self._apis.clear()
-            await self._stack.aclose()
