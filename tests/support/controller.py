@@ -251,9 +251,8 @@ class Agent:
     """Issued at the first report (registration with a signed document), renewed on 401/403."""
 
     def register(self) -> tuple[int, Any]:
-        status, answer = register(
-            self.controller.url, self.instance_id, self.boot_id, token=self.controller.token
-        )
+        # running_controller always starts the controller with TOKEN (controller_env).
+        status, answer = register(self.controller.url, self.instance_id, self.boot_id, token=TOKEN)
         if isinstance(answer, RegisterAnswer):
             self.credential = answer.credential
         return status, answer
