@@ -94,6 +94,10 @@ class GatedAutoScaling(FakeAutoScaling):
         return await super().describe_group(name)
 
 
+WALL_AT_START = 1_767_268_820.0 - 1000.0
+"""2026-01-01T12:00:20Z when a ManualClock reads its default start (1000)."""
+
+
 def make_controller(
     state: DesiredState,
     fake: AutoScaling,
@@ -115,6 +119,9 @@ def make_controller(
         autoscaling=autoscaling,
         actuator=Actuator(metrics=metrics, clock=clock.now, dry_run=False),
         clock=clock,
+        # Wall time moves with the manual clock, 20 s into a minute: minute-boundary passes
+        # (readiness) come only when a test advances that far, never from the real time of day.
+        wall_clock=lambda: WALL_AT_START + clock.now(),
         planner=planner,
         extra_steps=extra_steps,
         backoff=FAST,
