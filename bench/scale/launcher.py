@@ -2,7 +2,7 @@
 watcher) with the fast in-process AWS fake injected, and expose what the benchmark needs.
 
 `python -m bench.scale.launcher --config FILE --listen HOST:PORT` is `python -m controller run`
-(controller.cli.serve) with AWS replaced by `FastAutoScaling`/`FastCloudWatch`, the planner
+(controller.serve.serve) with AWS replaced by `FastAutoScaling`/`FastCloudWatch`, the planner
 wrapped to time it, and one more route, GET /bench/stats: passes, their durations, plan()
 times and the AWS calls each pass made. SIGTERM stops it cleanly.
 """
@@ -30,7 +30,7 @@ from common import logs
 from common.aiokits.tasks import guarded_task
 from common.wire import REPORTS_PATH, TOKEN_ENV
 from controller.aws import AutoScaling, AwsSettings
-from controller.cli import RunOptions, UsageError, serve
+from controller.serve import RunOptions, UsageError, serve
 from controller.cloudwatch.api import CloudWatchApi, ScalingPolicyApi
 from controller.identity.setup import IdentityOptions
 from controller.model import Observed, Plan, SetProtection
