@@ -22,6 +22,7 @@ Pure functions of one `ReportView` and the time, cheap enough for every instance
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from common.wire import BusyStatus
@@ -59,7 +60,10 @@ def guard(
     """CONFLICTED or BUSY when the boots say so, with the detail and when it may end; None
     when the held report may speak for the instance."""
     if conflicted(report, now, stale_after):
-        detail = f"boots {report.boot_id} and {report.rival_boot} both reporting"
+        if report.rival_boot == report.boot_id:
+            detail = f"two senders of boot {report.boot_id} (its seq went back)"
+        else:
+            detail = f"boots {report.boot_id} and {report.rival_boot} both reporting"
         return InstanceState.CONFLICTED, detail, settles_at(report, stale_after)
     busy_at = report.rival_busy_at
     if busy_at is not None and now - busy_at <= stale_after:
@@ -70,6 +74,27 @@ def guard(
         )
         return InstanceState.BUSY, detail, busy_at + stale_after + MARGIN
     return None
+
+
+def recently_busy(report: ReportView, now: float, stale_after: float) -> bool:
+    """A report of the instance (this boot's or an earlier one's) said busy or uploading
+    within staleAfter: its word that Jibri stopped or expired waits that long."""
+    busy_at = report.busy_at
+    return (busy_at is not None and now - busy_at <= stale_after) or (
+        report.rival_busy_at is not None and now - report.rival_busy_at <= stale_after
+    )
+
+
+def trusted_at(report: ReportView, stale_after: float) -> float:
+    """When the held boot's word may end the instance: settled, and staleAfter after the
+    instance's last busy report."""
+    last_busy = max(report.busy_at or -math.inf, report.rival_busy_at or -math.inf)
+    return max(settles_at(report, stale_after), last_busy + stale_after + MARGIN)
+
+
+def trusted(report: ReportView, now: float, stale_after: float) -> bool:
+    """The held boot's word may end the instance (replace it, confirm its drain, unprotect)."""
+    return settled(report, now, stale_after) and not recently_busy(report, now, stale_after)
 
 
 def drain_asked(report: ReportView, asked_at: float | None) -> bool:
@@ -89,7 +114,7 @@ def needs_confirm(
     return (
         drained_report(report)
         and not drain_asked(report, asked_at)
-        and settled(report, now, stale_after)
+        and trusted(report, now, stale_after)
     )
 
 
@@ -106,6 +131,7 @@ def lifecycle_drained(
         drained_report(report)
         and drain_asked(report, asked_at)
         and guard(report, now, stale_after) is None
+        and not recently_busy(report, now, stale_after)
     )
 
 

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from common.wire import BusyStatus, HealthStatus
-from controller.boots import drain_asked, drained_report, guard, needs_confirm, settled, settles_at
+from controller.boots import (
+    drain_asked,
+    drained_report,
+    guard,
+    needs_confirm,
+    recently_busy,
+    trusted,
+    trusted_at,
+)
 from controller.model import (
     PROTECTED_STATES,
     AsgInstance,
@@ -71,7 +79,7 @@ class Derivation:
     retiring: Mapping[str, Reason] = field(default_factory=dict)
     """RETIRING instances (idle, due to be recycled or rolled out) and why, id order."""
     confirm_drain: tuple[str, ...] = ()
-    """DRAINING instances whose settled boot drained unasked: to be asked (controller.boots)."""
+    """DRAINING instances whose trusted boot drained unasked: to be asked (controller.boots)."""
 
     def count(self, *states: InstanceState) -> int:
         return sum(len(self.by_state[state]) for state in states)
@@ -143,25 +151,27 @@ def _silent_state(limits: _Limits, instance: AsgInstance) -> _State:
 
 
 def _settled_due(limits: _Limits, report: ReportView, state: _State) -> _State:
-    """Replacement on a report's word waits until its boot has settled (controller.boots)."""
-    if settled(report, limits.now, limits.stale_after):
+    """Replacement on a report's word waits until its boot has settled and staleAfter has
+    passed since the instance last said busy (controller.boots)."""
+    if trusted(report, limits.now, limits.stale_after):
         return state
-    settle_at = settles_at(report, limits.stale_after)
-    return state[0], False, f"{state[2]}; boot not yet settled", min(state[3], settle_at)
+    until = trusted_at(report, limits.stale_after)
+    return state[0], False, f"{state[2]}; new boot or busy lately", min(state[3], until)
 
 
 def _drained_state(
     limits: _Limits, instance_id: str, report: ReportView, stale_at: float
 ) -> _State:
     """DRAINED only from the boot the controller asked; otherwise still DRAINING."""
-    if drain_asked(report, limits.drain_requested.get(instance_id)):
+    asked = drain_asked(report, limits.drain_requested.get(instance_id))
+    if asked and not recently_busy(report, limits.now, limits.stale_after):
         return InstanceState.DRAINED, False, "agent reports Jibri stopped and spool empty", stale_at
-    detail = "drained unasked: to be asked once its boot has settled"
+    detail = "drained, busy lately" if asked else "drained unasked: to be asked once trusted"
     return (
         InstanceState.DRAINING,
         False,
         detail,
-        min(stale_at, settles_at(report, limits.stale_after)),
+        min(stale_at, trusted_at(report, limits.stale_after)),
     )
 
 
@@ -307,7 +317,7 @@ def derive_all(spec: PoolSpec, observed: Observed, now: float) -> Derivation:
 def _keep_protection(
     report: ReportView, now: float, stale_after: float, changes_at: float
 ) -> tuple[bool, float]:
-    """Protection is removed only on the word of a settled boot (controller.boots)."""
-    if settled(report, now, stale_after):
+    """Protection is removed only on the word of a trusted boot (controller.boots)."""
+    if trusted(report, now, stale_after):
         return False, changes_at
-    return True, min(changes_at, settles_at(report, stale_after))
+    return True, min(changes_at, trusted_at(report, stale_after))

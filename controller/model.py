@@ -140,6 +140,8 @@ class ReportView(NamedTuple):
     are two live boots, a conflict."""
     rival_busy_at: float | None = None
     """The last report of any earlier boot that said busy or uploading."""
+    busy_at: float | None = None
+    """The held boot's last report before this one that said busy or uploading."""
 
 
 @dataclass(frozen=True)

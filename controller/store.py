@@ -69,7 +69,7 @@ def _signature(view: ReportView) -> tuple[object, ...]:
         view.draining,
         view.drained,
         view.pending_uploads > 0,
-        view.boot_id,
+        view.boot_since,
     )
 
 
@@ -85,6 +85,12 @@ _Lineage = tuple[float, str | None, float | None, float | None]
 """A held boot's boot_since, rival_boot, rival_since and rival_busy_at (controller.boots)."""
 
 
+def _last_busy(held: _Entry) -> float | None:
+    """When any boot held so far last said busy or uploading."""
+    view = held.view
+    return _latest(view.rival_busy_at, view.received_at if _busy(view) else held.busy_at)
+
+
 def _lineage(held: _Entry | None, boot_id: str, now: float) -> _Lineage:
     """How the reporting boot comes to be held: kept from the same boot, or a takeover."""
     if held is None:
@@ -95,8 +101,17 @@ def _lineage(held: _Entry | None, boot_id: str, now: float) -> _Lineage:
     # A takeover. The boot it replaces had itself taken over at boot_since, unless it was
     # the first boot seen; two takeovers within staleAfter are two live boots.
     rival_since = view.boot_since if view.rival_boot is not None else None
-    last_busy = view.received_at if _busy(view) else held.busy_at
-    return now, held.boot_id, rival_since, _latest(view.rival_busy_at, last_busy)
+    return now, held.boot_id, rival_since, _last_busy(held)
+
+
+def _second_sender(held: _Entry, seq: int, now: float) -> None:
+    """A seq below the held one: another sender of the same boot (its credential stolen, or
+    a late retry). The held report stays; the instance is conflicted from now, and the
+    lower seq is taken so that the genuine agent's next report is heard again."""
+    held.view = held.view._replace(
+        boot_since=now, rival_boot=held.boot_id, rival_since=now, rival_busy_at=_last_busy(held)
+    )
+    held.seq = seq
 
 
 class ReportStore:
@@ -119,7 +134,10 @@ class ReportStore:
         instance_id = report.instanceId
         held = self._managed.get(instance_id) or self._unmanaged.get(instance_id)
         if held is not None and held.boot_id == report.bootId and report.seq <= held.seq:
-            return Accepted(Outcome.OUT_OF_ORDER, changed=False)
+            if report.seq == held.seq:
+                return Accepted(Outcome.OUT_OF_ORDER, changed=False)
+            _second_sender(held, report.seq, now)
+            return Accepted(Outcome.OUT_OF_ORDER, changed=True)
         previous = held.view if held is not None else None
         jibri = report.jibri
         same_boot = held is not None and held.boot_id == report.bootId
@@ -143,6 +161,9 @@ class ReportStore:
             held.view = previous._replace(received_at=now)
             return _HEARTBEAT
         boot_since, rival_boot, rival_since, rival_busy_at = _lineage(held, report.bootId, now)
+        busy_at = None
+        if same_boot and held is not None and previous is not None:
+            busy_at = previous.received_at if _busy(previous) else held.busy_at
         idle = _is_idle(report)
         unhealthy = _is_unhealthy(report)
         idle_since = _since(previous.idle_since if previous else None, now)
@@ -167,10 +188,8 @@ class ReportStore:
             rival_boot=rival_boot,
             rival_since=rival_since,
             rival_busy_at=rival_busy_at,
+            busy_at=busy_at,
         )
-        busy_at = None
-        if same_boot and held is not None and previous is not None:
-            busy_at = previous.received_at if _busy(previous) else held.busy_at
         entry = _Entry(report.bootId, report.seq, view, busy_at)
         if managed:
             self._unmanaged.pop(instance_id, None)

@@ -38,8 +38,10 @@ class Timeline:
     seqs: dict[str, int] = field(default_factory=dict)
     drain_requested: dict[str, float] = field(default_factory=dict)
 
-    def send(self, at: float, boot: str, busy: str = "IDLE", **fields: Any) -> None:
-        self.seqs[boot] = self.seqs.get(boot, 0) + 1
+    def send(
+        self, at: float, boot: str, busy: str = "IDLE", seq: int | None = None, **fields: Any
+    ) -> None:
+        self.seqs[boot] = self.seqs.get(boot, 0) + 1 if seq is None else seq
         wire = Report(
             instanceId=X,
             bootId=boot,
@@ -130,6 +132,28 @@ def test_second_boot_cannot_touch_a_busy_recorder(
     result = t.plan(NOW - 10.0 + gap)
     assert state_of(result) is expected
     assert touched(result) == []
+
+
+@pytest.mark.parametrize("fields", [pytest.param(f, id=k) for k, f in ATTACKS.items()])
+@pytest.mark.parametrize(
+    "asked", [pytest.param(False, id="unasked"), pytest.param(True, id="asked")]
+)
+def test_stolen_credential_cannot_touch_a_busy_recorder(
+    fields: dict[str, Any], asked: bool
+) -> None:
+    """A second sender with the busy recorder's own boot and credential jumps its seq ahead:
+    its word waits staleAfter after the last busy report, so nothing ends the recorder; the
+    genuine agent's next report (seq going back) makes it conflicted."""
+    t = Timeline()
+    if asked:
+        t.drain_requested[X] = NOW - 60.0
+    t.every("A", T0, NOW - 10.5, "BUSY")
+    t.send(NOW - 10.0, "A", seq=1_000_000, **dict(fields))
+    before = t.plan(NOW - 9.9)
+    assert touched(before) == []
+    t.send(NOW - 9.5, "A", "BUSY", seq=t.seqs["A"] - 999_000)
+    after = t.plan(NOW - 9.4)
+    assert state_of(after) is InstanceState.CONFLICTED and touched(after) == []
 
 
 def test_attack_while_the_recorder_drains_does_not_end_it() -> None:
@@ -309,18 +333,23 @@ def test_conflicted_is_protected() -> None:
 
 
 @pytest.mark.parametrize(
-    ("drainer", "actions"),
+    ("busy_until", "drainer", "actions"),
     [
-        pytest.param("A", ["continue:lifecycle-drained"], id="boot-held-at-wait-start"),
-        pytest.param("C", [], id="fresh-boot"),
-        pytest.param("A-busy", [], id="drained-but-busy"),
+        pytest.param(NOW - 40.0, "A", ["continue:lifecycle-drained"], id="boot-held-at-wait-start"),
+        pytest.param(NOW - 2.0, "A", [], id="same-boot-busy-lately"),
+        pytest.param(NOW - 40.0, "C", [], id="fresh-boot"),
+        pytest.param(NOW - 40.0, "A-busy", [], id="drained-but-busy"),
     ],
 )
-def test_lifecycle_wait_continues_only_for_the_boot_asked(drainer: str, actions: list[str]) -> None:
+def test_lifecycle_wait_continues_only_for_the_boot_asked(
+    busy_until: float, drainer: str, actions: list[str]
+) -> None:
     """In Terminating:Wait, a drained report ends the wait only from the boot held when the
-    wait began (or the controller last asked), and never while it says BUSY."""
+    wait began (or the controller last asked), never while it says BUSY, and only staleAfter
+    after the instance last said busy (a stolen credential's word waits for the agent's)."""
     t = Timeline()
-    t.every("A", T0, NOW - 2.0, "BUSY")
+    t.every("A", T0, busy_until, "BUSY")
+    t.every("A", busy_until + 1.0, NOW - 2.0, draining=True)
     t.drain_requested[X] = NOW - 60.0
     busy = "BUSY" if drainer == "A-busy" else "IDLE"
     t.send(NOW - 1.0, drainer[0], busy, draining=True, drained=True)

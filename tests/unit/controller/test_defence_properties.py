@@ -3,7 +3,8 @@ of reports of one instance from any set of boots with any fields, and drain requ
 moments, fed through the real report store and planned on:
 
 - a recorder a boot reported busy (or uploading) within staleAfter is never terminated,
-  replaced, let out of its lifecycle wait as drained, or unprotected;
+  replaced, let out of its lifecycle wait as drained, or unprotected, even when a second
+  sender holds that boot's credential;
 - a drained termination follows a drain request to the boot that reports drained;
 - two boots reporting in turn are conflicted, and conflicted is never touched;
 - expired replaces only from a boot that has reported alone for staleAfter, spool empty;
@@ -45,12 +46,13 @@ fields = st.fixed_dictionaries(
         "uploads": st.sampled_from([0, 0, 0, 2]),
     }
 )
+# "A*" sends as boot A with a seq far ahead: a second sender holding A's credential.
 # Steps are at least 10 ms apart: the controller's clock never gives a report and a pass
 # the same instant, and a tie would make "asked before or after the takeover" moot.
 steps = st.floats(0.01, 20.0)
 events = st.lists(
     st.one_of(
-        st.tuples(steps, st.sampled_from(["A", "A", "B", "C"]), fields),
+        st.tuples(steps, st.sampled_from(["A", "A", "B", "C", "A*"]), fields),
         st.tuples(steps, st.just("drain-request"), st.just({})),
     ),
     min_size=1,
@@ -84,8 +86,8 @@ class Run:
         self.seqs[boot] = self.seqs.get(boot, 0) + 1
         wire = Report(
             instanceId=X,
-            bootId=boot,
-            seq=self.seqs[boot],
+            bootId=boot.rstrip("*"),
+            seq=self.seqs[boot] + (1_000_000 if boot.endswith("*") else 0),
             jibri=JibriStatus(
                 busyStatus=BusyStatus(str(said["busy"])),
                 healthStatus=HealthStatus(str(said["health"])),
@@ -96,8 +98,8 @@ class Run:
         )
         self.store.accept(wire, self.t, managed=True)
         self.latest[boot] = (self.t, said)
-        self.sequence.append((self.t, boot))
-        self.reports_since_asked.add(boot)
+        self.sequence.append((self.t, boot.rstrip("*")))
+        self.reports_since_asked.add(boot.rstrip("*"))
 
     def takeovers(self) -> list[float]:
         pairs = zip(self.sequence[1:], self.sequence[:-1], strict=True)
@@ -115,10 +117,25 @@ class Run:
         return plan(spec(targetFree=1, drain={"timeout": "6h"}), fleet.observed(), now)
 
 
+recording = fields.map(lambda said: {**said, "busy": "BUSY", "drained": False})
+# The genuine agent recording, reporting every few seconds, a second sender with its credential
+# slipping reports in between.
+genuine_with_thief = st.builds(
+    list.__add__,
+    st.lists(st.tuples(st.floats(0.5, 6.0), st.just("A"), recording), min_size=12, max_size=30),
+    st.lists(
+        st.tuples(st.floats(0.01, 6.0), st.sampled_from(["A*", "A*", "A", "C"]), fields),
+        min_size=1,
+        max_size=3,
+    ),
+)
+
+
 @st.composite
 def runs(draw: st.DrawFn) -> tuple[Run, float, float | None, Plan]:
     run = Run()
-    for step, boot, said in draw(events):
+    sequence = draw(genuine_with_thief) if draw(st.booleans()) else draw(events)
+    for step, boot, said in sequence:
         run.feed(step, boot, said)
     now = run.t + draw(st.floats(0.01, 45.0))
     wait_started = draw(st.one_of(st.none(), st.floats(START, now)))

@@ -107,7 +107,10 @@ async def test_holds_with_heartbeats_while_uploads_pend_then_continues() -> None
     assert len(h.operations("RecordLifecycleActionHeartbeat")) >= 3
     assert doomed in h.runner.actuation.drain_requested
 
+    # Uploading counts as busy: its drained report is believed staleAfter (30 s) later.
     await h.advance(10, **{doomed: {"busy": "IDLE", "drained": True}}, **idle)
+    assert h.operations("CompleteLifecycleAction") == []
+    await h.advance(30, **{doomed: {"busy": "IDLE", "drained": True}}, **idle)
     assert h.aws.completed == {doomed: "CONTINUE"}
     assert doomed not in h.live()
     assert h.aws.expired == []
@@ -154,5 +157,9 @@ async def test_busy_instance_is_asked_to_drain_not_released() -> None:
     await h.advance(600, **{doomed: {"busy": "BUSY", "draining": True}}, **idle)
     assert doomed in h.runner.actuation.drain_requested
     assert h.operations("CompleteLifecycleAction") == []
-    await h.advance(10, **{doomed: {"busy": "IDLE", "draining": True, "drained": True}}, **idle)
+    drained = {"busy": "IDLE", "draining": True, "drained": True}
+    # A drained report is believed staleAfter (30 s) after the last busy one (docs/identity.md).
+    await h.advance(10, **{doomed: drained}, **idle)
+    assert h.operations("CompleteLifecycleAction") == []
+    await h.advance(30, **{doomed: drained}, **idle)
     assert h.aws.completed == {doomed: "CONTINUE"}

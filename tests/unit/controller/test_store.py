@@ -74,18 +74,29 @@ def test_unhealthy_streak_tracks_first_unhealthy_report() -> None:
     assert healed is not None and healed.unhealthy_since is None
 
 
-@pytest.mark.parametrize(
-    "seq",
-    [pytest.param(4, id="older"), pytest.param(5, id="duplicate")],
-)
-def test_out_of_order_report_is_ignored(seq: int) -> None:
-    """A report with a seq not above the held one (same bootId) changes nothing."""
+def test_duplicate_report_is_ignored() -> None:
+    """A report with the held seq again (same bootId: a retry) changes nothing."""
     store = ReportStore()
     store.accept(report(5, "BUSY"), 1.0, managed=True)
-    result = store.accept(report(seq), 2.0, managed=True)
+    result = store.accept(report(5), 2.0, managed=True)
     view = store.get(IID)
     assert result.outcome is Outcome.OUT_OF_ORDER and not result.changed
     assert view is not None and view.busy is BusyStatus.BUSY and view.received_at == 1.0
+
+
+def test_seq_going_back_is_a_second_sender() -> None:
+    """A report of the held boot with a lower seq (a second sender with the same boot and
+    credential) is not taken, but conflicts the instance at once, remembering the busy
+    report; the lower seq's successor is heard again."""
+    store = ReportStore()
+    store.accept(report(5, "BUSY"), 1.0, managed=True)
+    result = store.accept(report(4, drained=True), 2.0, managed=True)
+    view = store.get(IID)
+    assert result.outcome is Outcome.OUT_OF_ORDER and result.changed
+    assert view is not None and view.busy is BusyStatus.BUSY and not view.drained
+    assert view.received_at == 1.0 and view.boot_since == 2.0
+    assert (view.rival_boot, view.rival_since, view.rival_busy_at) == ("boot-a", 2.0, 1.0)
+    assert store.accept(report(5), 3.0, managed=True).outcome is Outcome.ACCEPTED
 
 
 def test_new_boot_id_resets_sequence() -> None:
