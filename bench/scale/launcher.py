@@ -30,12 +30,12 @@ from common import logs
 from common.aiokits.tasks import guarded_task
 from common.wire import REPORTS_PATH, TOKEN_ENV
 from controller.aws import AutoScaling, AwsSettings
-from controller.serve import RunOptions, UsageError, serve
 from controller.cloudwatch.api import CloudWatchApi, ScalingPolicyApi
 from controller.identity.setup import IdentityOptions
 from controller.model import Observed, Plan, SetProtection
 from controller.planner import plan as real_plan
 from controller.reload import load
+from controller.serve import RunOptions, UsageError, serve
 from controller.spec import JibriPool, PoolSpec
 
 LAG_PROBE = 0.01
