@@ -8,16 +8,14 @@ protected, in the group, never asked to drain, and the desired capacity is never
 Accepted, it makes the instance `conflicted` (a /status condition naming both boots, the
 pool_instances gauge) until the fresh boot has been silent for staleAfter.
 
-"Bypassed" is `--insecure-identity` (any document registers, as a new boot) once the
-controller mounts registration, and the shared token every recorder holds until then.
+"Bypassed" is `--insecure-identity`: a document for the instance signed by any key
+registers a new boot of it, the way a stolen document would.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -33,14 +31,11 @@ from tests.support.controller import (
     RunningController,
     http,
     pool_yaml,
-    run_command,
     running_controller,
     wait_for,
 )
-from tests.support.fake_imds import ACCOUNT, SigningAuthority
+from tests.support.fake_imds import SigningAuthority
 from tests.support.identity import (
-    SECRET,
-    controller_identity_args,
     register,
     registration_body,
 )
@@ -56,23 +51,7 @@ ATTACKS: dict[str, dict[str, Any]] = {
 }
 
 
-@functools.cache
-def identity_mounted() -> bool:
-    """Whether `run` takes the identity flags (reports then need a credential)."""
-    result = run_command(["run", "--help"], dict(os.environ))
-    return "--identity-certs" in result.stdout
-
-
-def insecure_identity_args(directory: Path) -> list[str]:
-    secret = directory / "identity-secret"
-    secret.write_text(SECRET + "\n")
-    return [
-        "--insecure-identity",
-        "--identity-account",
-        ACCOUNT,
-        "--identity-secret-file",
-        str(secret),
-    ]
+INSECURE = ("--insecure-identity",)
 
 
 def credential(
@@ -91,15 +70,6 @@ def credential(
 
     answer: RegisterAnswer = wait_for(registered, what=f"{instance_id} registered")
     return answer.credential
-
-
-def enrol(controller: RunningController, instance_id: str, busy: str = "IDLE") -> Agent:
-    """An agent for the instance, with its own credential when reports need one."""
-    agent = Agent(controller, instance_id, busy=busy)
-    if identity_mounted():
-        token = credential(controller, instance_id, agent.boot_id)
-        agent.controller = dataclasses.replace(controller, token=token)
-    return agent
 
 
 def group(emulator: Emulator) -> dict[str, Any]:
@@ -155,9 +125,8 @@ def test_fresh_boot_reports_make_the_busy_recorder_conflicted_never_ended(
     busy, peers = ids[0], ids[1:]
     config = tmp_path / "pools.yaml"
     config.write_text(pool_yaml(target_free=2, idle_for="2s", stale_after="3s"))
-    bypass = insecure_identity_args(tmp_path) if identity_mounted() else []
-    with running_controller(emulator, config, extra_args=tuple(bypass)) as controller:
-        agents = [enrol(controller, busy, "BUSY")] + [enrol(controller, i) for i in peers]
+    with running_controller(emulator, config, extra_args=INSECURE) as controller:
+        agents = [Agent(controller, busy, busy="BUSY")] + [Agent(controller, i) for i in peers]
         with ReportingAgents(agents, interval=0.3) as fleet:
             wait_for(lambda: group(emulator)["Instances"], what="the group's instances")
             wait_for(
@@ -176,14 +145,11 @@ def test_fresh_boot_reports_make_the_busy_recorder_conflicted_never_ended(
                     what=f"busy before the {name} attack",
                 )
                 attack = forged(busy, **dict(said))
-                sender = controller
-                if identity_mounted():
-                    # Insecure mode: a document for the instance, signed by any key, registers
-                    # a new boot of it.
-                    key = SigningAuthority.generate()
-                    token = credential(controller, busy, attack["bootId"], key)
-                    sender = dataclasses.replace(controller, token=token)
-                status, _ = sender.post(attack)
+                # Insecure mode: a document for the instance signed by any key registers a
+                # new boot of it, with a credential for that boot.
+                key = SigningAuthority.generate()
+                token = credential(controller, busy, attack["bootId"], key)
+                status, _ = dataclasses.replace(controller, token=token).post(attack)
                 assert status == 200, name
                 pool = wait_for(
                     lambda: (p := pool_of(controller))["counts"]["conflicted"] == 1 and p,
@@ -224,19 +190,17 @@ def test_forged_reports_without_the_instance_credential_are_refused(
     with the token or none), and so is registering as the busy instance with a document
     signed by another key or with its own document; the busy instance stays busy, protected,
     in the group, never asked to drain, capacity not lowered, each refusal counted."""
-    if not identity_mounted():
-        pytest.skip("`run` does not mount registration yet: reports still take the token")
     ids = create_asg(emulator, GROUP, min_size=0, max_size=10, desired=3)
     busy, peers = ids[0], ids[1:]
     config = tmp_path / "pools.yaml"
     config.write_text(pool_yaml(target_free=2, idle_for="2s", stale_after="3s"))
-    args = controller_identity_args(tmp_path)
-    with running_controller(emulator, config, extra_args=tuple(args)) as controller:
-        agents = [enrol(controller, busy, "BUSY")] + [enrol(controller, i) for i in peers]
+    with running_controller(emulator, config) as controller:
+        agents = [Agent(controller, busy, busy="BUSY")] + [Agent(controller, i) for i in peers]
         with ReportingAgents(agents, interval=0.3) as fleet:
             wait_for(lambda: instance_state(controller, busy) == "busy", what="busy")
             desired = group(emulator)["DesiredCapacity"]
-            thief = fleet.agents[peers[0]].controller
+            stolen: str = wait_for(lambda: fleet.agents[peers[0]].credential, what="a credential")
+            thief = dataclasses.replace(controller, token=stolen)
             refusals: list[tuple[str, int, object]] = []
             for name, said in ATTACKS.items():
                 attack = forged(busy, **dict(said))
@@ -287,13 +251,12 @@ def test_agent_restart_is_no_conflict(emulator: Emulator, tmp_path: Path) -> Non
     busy, peers = ids[0], ids[1:]
     config = tmp_path / "pools.yaml"
     config.write_text(pool_yaml(target_free=1, idle_for="60s", stale_after="3s"))
-    bypass = insecure_identity_args(tmp_path) if identity_mounted() else []
-    with running_controller(emulator, config, extra_args=tuple(bypass)) as controller:
-        agents = [enrol(controller, busy, "BUSY")] + [enrol(controller, i) for i in peers]
+    with running_controller(emulator, config, extra_args=INSECURE) as controller:
+        agents = [Agent(controller, busy, busy="BUSY")] + [Agent(controller, i) for i in peers]
         with ReportingAgents(agents, interval=0.3) as fleet:
             wait_for(lambda: instance_state(controller, busy) == "busy", what="busy")
             old_boot = fleet.agents[busy].boot_id
-            restarted = enrol(controller, busy)
+            restarted = Agent(controller, busy)
             fleet.add(restarted)
             seen: list[str | None] = []
 
