@@ -33,12 +33,12 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from controller.errors import AwsError as AwsError  # re-exported for callers
-from controller.launches_step import AioScalingActivities
+from controller.fleet.launches_step import AioScalingActivities
+from controller.fleet.rollout_step import AioLaunchTemplates
 from controller.model import PROTECTION_BATCH as PROTECTION_BATCH
 from controller.model import AsgInstance, AsgView
 from controller.prometheus import Metrics
-from controller.rollout_step import AioLaunchTemplates
-from controller.warm_pool_api import WARM_POOL_OPERATIONS, AioWarmPools
+from controller.warm_pool.api import WARM_POOL_OPERATIONS, AioWarmPools
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient
@@ -192,7 +192,7 @@ class Instrumented:
 
 # Instrumented first: its `_call` is the one the mixins' stand-ins declare.
 class AioAutoScaling(Instrumented, AioWarmPools, AioScalingActivities, AioLaunchTemplates):
-    """`AutoScaling` (and `WarmPoolApi`, controller.warm_pool_api) over an aiobotocore client."""
+    """`AutoScaling` (and `WarmPoolApi`, controller.warm_pool.api) over an aiobotocore client."""
 
     _client: AutoScalingClient
 

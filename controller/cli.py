@@ -17,11 +17,11 @@ from pathlib import Path
 from common import logs
 from common.wire import TOKEN_ENV
 from controller.aws import AwsSettings
+from controller.fleet.rollout_cli import RolloutUsageError, add_rollout_command, cmd_rollout
 from controller.http.connections import HttpLimits
 from controller.http.status import render
 from controller.identity import setup as identity_setup
 from controller.reload import load
-from controller.rollout_cli import RolloutUsageError, add_rollout_command, cmd_rollout
 from controller.serve import RunOptions, UsageError, serve
 from controller.spec import ConfigError, load_desired_state
 

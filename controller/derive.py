@@ -28,6 +28,7 @@ from controller.boots import (
     trusted,
     trusted_at,
 )
+from controller.fleet.recycle import retire_reason
 from controller.model import (
     PROTECTED_STATES,
     AsgInstance,
@@ -37,7 +38,6 @@ from controller.model import (
     Reason,
     ReportView,
 )
-from controller.recycle import retire_reason
 from controller.spec import PoolSpec
 
 _GONE_PREFIXES = ("Terminating", "Terminated")

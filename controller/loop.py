@@ -44,10 +44,10 @@ from controller.actuation import ActuationStatus
 from controller.actuator import ActuationError
 from controller.aws import AutoScaling, AwsError, TerminationHook
 from controller.demand.service import PoolDemand
-from controller.launches_step import LaunchTracker
+from controller.fleet.launches_step import LaunchTracker
+from controller.fleet.rollout_step import RolloutTracker
 from controller.model import AsgView, InstanceState, Observed, Plan
 from controller.observe import PoolMemory, observe, read_group
-from controller.rollout_step import RolloutTracker
 from controller.spec import JibriPool, PoolSpec
 from controller.store import ReportStore
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 from common.wire import BusyStatus, HealthStatus
 
 if TYPE_CHECKING:
-    from controller.launches import LaunchHealth
+    from controller.fleet.launches import LaunchHealth
+    from controller.fleet.rollout import RolloutStatus
     from controller.readiness.forecast import ReadinessTarget
-    from controller.rollout import RolloutStatus
-    from controller.warm_pool import WarmCapacity
+    from controller.warm_pool.rules import WarmCapacity
 
 PROTECTION_BATCH: Final = 50
 """AWS accepts at most 50 instance ids per SetInstanceProtection call; the planner batches
@@ -32,7 +32,7 @@ class InstanceState(StrEnum):
     STARTING = "starting"
     IDLE = "idle"
     RETIRING = "retiring"
-    """Idle, and due to be recycled or rolled out (controller.recycle): not free."""
+    """Idle, and due to be recycled or rolled out (controller.fleet.recycle): not free."""
     BUSY = "busy"
     DRAINING = "draining"
     DRAINED = "drained"
@@ -175,9 +175,9 @@ class Observed:
     """The free recorders to hold now, learned from demand (docs/readiness.md), computed by
     the loop before the plan; None keeps targetFree or the schedule's, as without history."""
     launches: LaunchHealth | None = None
-    """What the group's scaling activities say of its launches (controller.launches)."""
+    """What the group's scaling activities say of its launches (controller.fleet.launches)."""
     rollout: RolloutStatus | None = None
-    """Where spec.rollout stands (controller.rollout)."""
+    """Where spec.rollout stands (controller.fleet.rollout)."""
     warm: WarmCapacity | None = None
     """The warmed instances the group can draw on and their start time (docs/warm-pools.md),
     from the warm-pool step; None without spec.warmPool."""

@@ -17,8 +17,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from controller.fleet.launches import CAUSES as LAUNCH_CAUSES
 from controller.identity.errors import REGISTRATION_OUTCOMES, REPORT_AUTH_OUTCOMES
-from controller.launches import CAUSES as LAUNCH_CAUSES
 from controller.model import InstanceState, Reason
 from controller.spec import JibriPool
 

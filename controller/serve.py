@@ -36,7 +36,7 @@ from controller.prometheus import Metrics
 from controller.reload import ConfigWatcher
 from controller.spec import DesiredState
 from controller.store import ReportStore
-from controller.warm_pool_step import WarmPoolApis, WarmPoolSync
+from controller.warm_pool.step import WarmPoolApis, WarmPoolSync
 
 log = logging.getLogger("controller")
 

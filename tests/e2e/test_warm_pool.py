@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from controller.aws import AioAutoScaling
 from controller.prometheus import Metrics
 from controller.spec import JibriPool
-from controller.warm_pool import OWNER_TAG
-from controller.warm_pool_api import WarmPoolApi, WarmPoolConfig
-from controller.warm_pool_step import WarmPoolSync
+from controller.warm_pool.api import WarmPoolApi, WarmPoolConfig
+from controller.warm_pool.rules import OWNER_TAG
+from controller.warm_pool.step import WarmPoolSync
 from tests.support.aws import REGION, Emulator, create_asg
 
 GROUP = "jibri-warm"

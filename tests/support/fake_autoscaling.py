@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from controller.aws import PROTECTION_BATCH, AwsError, TerminationHook
-from controller.launches import ActivityPage, ScalingActivity
+from controller.fleet.launches import ActivityPage, ScalingActivity
 from controller.model import AsgInstance, AsgView
-from controller.warm_pool_api import WarmInstance, WarmPoolConfig, WarmPoolView
+from controller.warm_pool.api import WarmInstance, WarmPoolConfig, WarmPoolView
 
 _ids = itertools.count(0x1000)
 

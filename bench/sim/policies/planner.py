@@ -26,7 +26,7 @@ the history stays in memory. With `jicofo`, the requests the world missed are fe
 recorder every 15 s as the jicofo scraper would (spec.demand.jicofo).
 
 With a warm pool in the world and spec.warmPool, `Observed.warm` is what the controller's
-warm-pool step hands the planner, built from the same pure parts (`controller.warm_pool`:
+warm-pool step hands the planner, built from the same pure parts (`controller.warm_pool.rules`:
 warm_count, WarmStarts, WarmCapacity); the step's DescribeWarmPool read is made every 5 s
 (its MIN_INTERVAL) at the pass, instead of on a worker task.
 """
@@ -55,9 +55,9 @@ from controller.planner import plan
 from controller.prometheus import Metrics
 from controller.spec import PoolSpec
 from controller.store import ReportStore
-from controller.warm_pool import WarmCapacity, WarmStarts, warm_count
-from controller.warm_pool_api import WarmInstance
-from controller.warm_pool_step import MIN_INTERVAL
+from controller.warm_pool.api import WarmInstance
+from controller.warm_pool.rules import WarmCapacity, WarmStarts, warm_count
+from controller.warm_pool.step import MIN_INTERVAL
 
 _IDLE = JibriStatus(busyStatus=BusyStatus.IDLE, healthStatus=HealthStatus.HEALTHY)
 _BUSY = JibriStatus(busyStatus=BusyStatus.BUSY, healthStatus=HealthStatus.HEALTHY)

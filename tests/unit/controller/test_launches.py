@@ -12,7 +12,7 @@ import time
 import pytest
 
 from common.aiokits.clock import ManualClock
-from controller.launches import (
+from controller.fleet.launches import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     LOOKBACK,
@@ -21,7 +21,7 @@ from controller.launches import (
     ScalingActivity,
     classify,
 )
-from controller.launches_step import LaunchTracker
+from controller.fleet.launches_step import LaunchTracker
 from controller.loop import PoolRunner
 from controller.model import SetDesiredCapacity
 from controller.planner import plan

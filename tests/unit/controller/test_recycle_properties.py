@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.wire import BusyStatus
+from controller.fleet.rollout import RolloutStatus
 from controller.model import DrainInstance, Observed, Reason, Terminate
 from controller.planner import plan
-from controller.rollout import RolloutStatus
 from controller.spec import PoolSpec
 from tests.support.observations import NOW, ObservationBuilder, report, spec
 

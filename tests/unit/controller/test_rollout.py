@@ -11,6 +11,7 @@ import pytest
 
 from common.aiokits.clock import ManualClock
 from common.wire import BusyStatus, HealthStatus, JibriStatus, Report
+from controller.fleet.rollout import RolloutMemory, decide
 from controller.loop import PoolRunner
 from controller.model import (
     AsgInstance,
@@ -22,7 +23,6 @@ from controller.model import (
     SetDesiredCapacity,
 )
 from controller.planner import plan
-from controller.rollout import RolloutMemory, decide
 from controller.spec import PoolSpec
 from tests.support.fake_autoscaling import FakeAutoScaling
 from tests.support.observations import NOW, ObservationBuilder, iid, report, spec

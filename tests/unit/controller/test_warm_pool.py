@@ -13,7 +13,8 @@ from controller.model import InstanceState, Plan, SetDesiredCapacity
 from controller.planner import plan
 from controller.readiness.forecast import ReadinessTarget
 from controller.spec import WarmPool
-from controller.warm_pool import (
+from controller.warm_pool.api import WarmInstance, WarmPoolConfig, WarmPoolView
+from controller.warm_pool.rules import (
     DEFAULT_WARM_START,
     Change,
     WarmCapacity,
@@ -22,7 +23,6 @@ from controller.warm_pool import (
     warm_count,
     warm_credit,
 )
-from controller.warm_pool_api import WarmInstance, WarmPoolConfig, WarmPoolView
 from tests.support.observations import NOW, ObservationBuilder, report, spec
 
 SPEC = WarmPool(minSize=2, maxPreparedCapacity=8, state="Stopped", reuseOnScaleIn=False)

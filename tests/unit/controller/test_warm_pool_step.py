@@ -18,9 +18,9 @@ from controller.pools import Controller
 from controller.prometheus import Metrics
 from controller.spec import DesiredState, JibriPool, PoolSpec
 from controller.store import ReportStore
-from controller.warm_pool import OWNER_TAG
-from controller.warm_pool_api import WarmInstance, WarmPoolApi, WarmPoolConfig
-from controller.warm_pool_step import WarmPoolSync
+from controller.warm_pool.api import WarmInstance, WarmPoolApi, WarmPoolConfig
+from controller.warm_pool.rules import OWNER_TAG
+from controller.warm_pool.step import WarmPoolSync
 from tests.support.fake_autoscaling import FakeAutoScaling, ManualClock
 from tests.support.observations import ObservationBuilder, spec
 

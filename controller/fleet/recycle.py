@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from controller.launches import allowed_step as allowed_step
+from controller.fleet.launches import allowed_step as allowed_step
+from controller.fleet.rollout import canary_need as canary_need
 from controller.model import (
     AsgInstance,
     Condition,
@@ -27,7 +28,6 @@ from controller.model import (
     Reason,
     ReportView,
 )
-from controller.rollout import canary_need as canary_need
 from controller.spec.fleet_ops import Recycle
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def retire_reason(
     spec: PoolSpec, observed: Observed, instance: AsgInstance, report: ReportView, now: float
 ) -> tuple[Reason | None, float]:
     """Why an idle instance is due to leave (or None), and when time alone makes it due:
-    spec.recycle's limits first, then an ongoing rollout (controller.rollout)."""
+    spec.recycle's limits first, then an ongoing rollout (controller.fleet.rollout)."""
     first_seen = observed.first_seen.get(instance.instance_id)
     reason, due_at = recycle_reason(spec.recycle, report, first_seen, now)
     rollout = observed.rollout

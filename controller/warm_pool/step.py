@@ -27,7 +27,8 @@ from controller.aws import AwsError
 from controller.model import AsgInstance, InstanceState, Observed, Plan
 from controller.prometheus import PREFIX, Metrics
 from controller.spec import JibriPool, PoolSpec
-from controller.warm_pool import (
+from controller.warm_pool.api import WarmPoolApi, WarmPoolView
+from controller.warm_pool.rules import (
     OWNER_TAG,
     TERMINATING_WAIT,
     Change,
@@ -38,9 +39,8 @@ from controller.warm_pool import (
     desired_config,
     warm_count,
 )
-from controller.warm_pool_api import WarmPoolApi, WarmPoolView
 
-log = logging.getLogger("controller.warm_pool")
+log = logging.getLogger("controller.warm_pool.rules")
 
 WarmPoolApis = Callable[[str | None], Awaitable[WarmPoolApi]]
 MIN_INTERVAL: Final = 5.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
-from controller.warm_pool import WarmInstance as WarmInstance
-from controller.warm_pool import WarmPoolConfig as WarmPoolConfig
-from controller.warm_pool import WarmPoolView as WarmPoolView
+from controller.warm_pool.rules import WarmInstance as WarmInstance
+from controller.warm_pool.rules import WarmPoolConfig as WarmPoolConfig
+from controller.warm_pool.rules import WarmPoolView as WarmPoolView
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient

@@ -10,7 +10,7 @@ launches fail the planner raises desired capacity no further than the instances 
 (`LaunchHealth.holding`), except for one step after 1, 2, 4, then every 8 minutes; a
 successful launch, or a quiet quarter of an hour, clears it.
 
-The cursor and the streak live in the pool's `LaunchTracker` (controller/launches_step.py,
+The cursor and the streak live in the pool's `LaunchTracker` (controller/fleet/launches_step.py,
 which reads the activities) and are lost on restart: a fresh controller looks back `LOOKBACK`
 seconds. moto returns no scaling activities, so the reading is tested against
 tests/support/fake_autoscaling.py (paging included).

@@ -1,7 +1,7 @@
 """The rollout's one AWS change (docs/fleet-operations.md): each pass, before the plan, apply
-`controller.rollout.decide` and set the group's launch template version when it says so.
+`controller.fleet.rollout.decide` and set the group's launch template version when it says so.
 
-The decision is pure (controller/rollout.py); this module holds the memory between passes,
+The decision is pure (controller/fleet/rollout.py); this module holds the memory between passes,
 the narrow `LaunchTemplates` Protocol and its aiobotocore mixin.
 """
 
@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from common.logs import event
 from controller.errors import AwsError
+from controller.fleet.rollout import RolloutMemory, decide
 from controller.model import Observed
-from controller.rollout import RolloutMemory, decide
 from controller.spec import PoolSpec
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling import AutoScalingClient
 
 T = TypeVar("T")
-log = logging.getLogger("controller.rollout")
+log = logging.getLogger("controller.fleet.rollout")
 
 
 @runtime_checkable

@@ -1,7 +1,7 @@
 """Rolling a pool onto a new launch template version natively (docs/fleet-operations.md).
 
 `spec.rollout.launchTemplateVersion` names the version. Each pass, before the plan, the
-pool's `RolloutTracker` (controller/rollout_step.py) decides where the rollout stands
+pool's `RolloutTracker` (controller/fleet/rollout_step.py) decides where the rollout stands
 (`decide`, here: pure) and makes the one AWS change that is its own, the group's launch
 template version:
 
@@ -10,7 +10,7 @@ template version:
    missing ones to the free recorders it holds: `canary_need`) and must report idle or busy
    and healthy for `healthyFor`, within `canaryTimeout` of the switch.
 3. **rolling**: the planner retires idle instances still on the old version (reason
-   `rollout`) exactly as it recycles (controller.recycle): replacement first, then at most
+   `rollout`) exactly as it recycles (controller.fleet.recycle): replacement first, then at most
    `scaleIn.maxStep` drained a pass, never a busy one.
 4. **complete**: none is left on the old version.
 
@@ -37,7 +37,7 @@ from common.wire import BusyStatus, HealthStatus
 from controller.model import AsgInstance, Condition, Observed, ReportView
 from controller.spec import PoolSpec
 
-log = logging.getLogger("controller.rollout")
+log = logging.getLogger("controller.fleet.rollout")
 
 _GONE: Final = ("Terminating", "Terminated", "Standby", "Detach", "Warmed")
 

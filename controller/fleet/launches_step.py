@@ -2,7 +2,7 @@
 the paging, the `ScalingActivities` Protocol and its aiobotocore mixin.
 
 What a failed launch means for the planner (`LaunchHealth`, the causes, the hold) is pure and
-lives in controller/launches.py.
+lives in controller/fleet/launches.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from common.logs import event
 from controller.errors import AwsError
-from controller.launches import (
+from controller.fleet.launches import (
     FAILED,
     FINAL,
     LOOKBACK,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from controller.prometheus import Metrics
 
 T = TypeVar("T")
-log = logging.getLogger("controller.launches")
+log = logging.getLogger("controller.fleet.launches")
 
 
 @runtime_checkable

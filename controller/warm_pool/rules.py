@@ -1,8 +1,8 @@
 """The warm pool's pure decisions (docs/warm-pools.md): what to write to the group's warm pool,
 how many warmed instances the planner may count on, and how long they take to start.
 
-The step that reads and writes the group is controller/warm_pool_step.py; the calls it makes are
-in controller/warm_pool_api.py (these dataclasses are what they take and give back).
+The step that reads and writes the group is controller/warm_pool/step.py; the calls it makes are
+in controller/warm_pool/api.py (these dataclasses are what they take and give back).
 """
 
 from __future__ import annotations
