@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from controller.boots import conflict_conditions
 from controller.derive import Derivation, derive_all, in_startup_window
-from controller.launches import step_allowed_at
+from controller.fleet.launches import step_allowed_at
 from controller.model import (
     PROTECTION_BATCH,
     Action,
@@ -38,9 +38,9 @@ from controller.model import (
     Terminate,
 )
 from controller.planner_lifecycle import lifecycle, lifecycle_deadlines
-from controller.recycle import allowed_step, canary_need, fleet_conditions, retire
+from controller.fleet.recycle import allowed_step, canary_need, fleet_conditions, retire
 from controller.spec import PoolSpec
-from controller.warm_pool import warm_credit
+from controller.warm_pool.rules import warm_credit
 
 if TYPE_CHECKING:
     from controller.readiness.forecast import ReadinessTarget
