@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from controller.boots import conflict_conditions
 from controller.derive import Derivation, derive_all, in_startup_window
 from controller.fleet.launches import step_allowed_at
+from controller.fleet.recycle import allowed_step, canary_need, fleet_conditions, retire
 from controller.model import (
     PROTECTION_BATCH,
     Action,
@@ -38,7 +39,6 @@ from controller.model import (
     Terminate,
 )
 from controller.planner_lifecycle import lifecycle, lifecycle_deadlines
-from controller.fleet.recycle import allowed_step, canary_need, fleet_conditions, retire
 from controller.spec import PoolSpec
 from controller.warm_pool.rules import warm_credit
 
