@@ -203,12 +203,17 @@ class Registration:
             return Failure(
                 "imds", f"cannot read the identity document from IMDS ({exc}); " + _IMDS_HINT
             )
-        body = RegisterRequest(
-            instanceId=self._instance_id,
-            bootId=self.boot_id,
-            document=base64.b64encode(evidence.document).decode("ascii"),
-            signature=evidence.signature,
-        ).model_dump_json()
+        try:
+            body = RegisterRequest(
+                instanceId=self._instance_id,
+                bootId=self.boot_id,
+                document=base64.b64encode(evidence.document).decode("ascii"),
+                signature=evidence.signature,
+            ).model_dump_json()
+        except ValidationError as exc:
+            # A document or signature IMDS should never serve (too long, wrong shape): retry
+            # later rather than end the task, which would stop the whole agent.
+            return Failure("imds", f"IMDS served an identity the wire refuses: {exc}")
         try:
             async with self._session.post(
                 self._url, data=body, headers=self._headers, timeout=self._timeout

@@ -88,7 +88,9 @@ def recently_busy(report: ReportView, now: float, stale_after: float) -> bool:
 def trusted_at(report: ReportView, stale_after: float) -> float:
     """When the held boot's word may end the instance: settled, and staleAfter after the
     instance's last busy report."""
-    last_busy = max(report.busy_at or -math.inf, report.rival_busy_at or -math.inf)
+    last_busy = max(
+        (t for t in (report.busy_at, report.rival_busy_at) if t is not None), default=-math.inf
+    )
     return max(settles_at(report, stale_after), last_busy + stale_after + MARGIN)
 
 

@@ -152,6 +152,7 @@ async def serve(
         wall_clock=time.time,
         clock=controller.clock.now,
         registration_token=options.token,
+        body_timeout=options.http.body_timeout,
     )
     app = make_app(
         ServerContext(

@@ -8,6 +8,7 @@ outcome, answer a refusal with its status and reason, and change nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -27,6 +28,7 @@ from common.wire import (
     RegisterRequest,
     Report,
 )
+from controller.http.body import read_body, schema_error
 from controller.identity.credentials import Credential, bearer, bind
 from controller.identity.errors import Refused, malformed
 from controller.identity.registrar import NOT_MANAGED_RETRY_SECONDS, Registrar, Registration
@@ -45,6 +47,8 @@ class IdentityContext:
     """The pools' monotonic clock."""
     registration_token: str | None = None
     """When set, /v1/register also requires `Authorization: Bearer <token>`."""
+    body_timeout: float = 10.0
+    """Seconds a registration's body may take to arrive (then 408), as for reports."""
 
 
 IDENTITY = web.AppKey("identity", IdentityContext)
@@ -112,35 +116,33 @@ def _refusal(refused: Refused, **headers: str) -> web.Response:
 
 def _token_matches(header: str | None, token: str) -> bool:
     scheme, _, presented = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        presented.strip().encode(), token.encode()
+    presented = presented.strip()
+    # Other bytes than ASCII arrive as surrogates and cannot be a token (RFC 6750).
+    return (
+        scheme.lower() == "bearer"
+        and presented.isascii()
+        and hmac.compare_digest(presented.encode(), token.encode())
     )
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it exceeds `limit` (chunked bodies included)."""
-    body = bytearray()
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            return bytes(body)
-        body += chunk
-    return None
-
-
-async def _registration(request: web.Request) -> Registration:
+async def _registration(request: web.Request, body_timeout: float) -> Registration:
     too_large = Refused("too-large", 413, f"a registration is at most {MAX_REGISTER_BYTES} bytes")
     if request.content_length is not None and request.content_length > MAX_REGISTER_BYTES:
         raise too_large
-    body = await _read_body(request, MAX_REGISTER_BYTES)
+    try:
+        async with asyncio.timeout(body_timeout):
+            body = await read_body(request, MAX_REGISTER_BYTES)
+    except TimeoutError:
+        raise Refused("too-slow", 408, f"body not received within {body_timeout:g} s") from None
     if body is None:
         raise too_large
     try:
         parsed = RegisterRequest.model_validate_json(body)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(body)"
-        reason = f"the registration does not match the schema: {field}: {first['msg']}"
+        problem = schema_error(exc)
+        reason = (
+            f"the registration does not match the schema: {problem['field']}: {problem['reason']}"
+        )
         raise malformed(reason) from None
     try:
         document = base64.b64decode(parsed.document, validate=True)
@@ -158,7 +160,7 @@ async def post_register(request: web.Request) -> web.Response:
             request.headers.get("Authorization"), ctx.registration_token
         ):
             raise Refused("unauthorized", 401, "missing or wrong registration bearer token")
-        registration = await _registration(request)
+        registration = await _registration(request, ctx.body_timeout)
         instance = registration.instance_id
         credential = ctx.registrar.register(registration, wall=ctx.wall_clock(), now=ctx.clock())
     except Refused as refused:
@@ -176,7 +178,10 @@ async def post_register(request: web.Request) -> web.Response:
         headers = {}
         if refused.outcome == "not-managed":
             headers["Retry-After"] = str(NOT_MANAGED_RETRY_SECONDS)
-        return _refusal(refused, **headers)
+        refusal = _refusal(refused, **headers)
+        if refused.outcome == "too-slow":
+            refusal.force_close()  # the rest of a stalled body is not worth waiting for
+        return refusal
     counter.labels("issued").inc()
     ttl = ctx.registrar.issuer.ttl
     answer = RegisterAnswer(

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from common.logs import event
 from common.wire import MAX_NESTING, MAX_REPORT_BYTES, REPORTS_PATH, Report, nesting_exceeds
+from controller.http.body import read_body, schema_error
 from controller.http.connections import (
     LINGER_SECONDS,
     ConnectionGuard,
@@ -53,26 +54,6 @@ def _reject(metrics: Metrics, outcome: str, status: int, error: str, **extra: An
     return web.json_response({"error": error, **extra}, status=status)
 
 
-def _schema_error(exc: ValidationError) -> dict[str, str]:
-    first = exc.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(body)"
-    reason = first["msg"]
-    if first["type"] == "extra_forbidden":
-        reason = "unknown field"
-    return {"field": field, "reason": reason}
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it exceeds `limit` (chunked bodies included)."""
-    body = bytearray()
-    while len(body) <= limit:
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            return bytes(body)
-        body += chunk
-    return None
-
-
 async def _parse_report(request: web.Request, ctx: ServerContext) -> Report | web.Response:
     """The authenticated, well-formed report, or the 4xx answer that says what is wrong.
 
@@ -96,7 +77,7 @@ async def _parse_report(request: web.Request, ctx: ServerContext) -> Report | we
         return _reject(metrics, "too-large", 413, too_large)
     try:
         async with asyncio.timeout(ctx.body_timeout):
-            body = await _read_body(request, MAX_REPORT_BYTES)
+            body = await read_body(request, MAX_REPORT_BYTES)
     except TimeoutError:
         answer = _reject(
             metrics, "too-slow", 408, f"body not received within {ctx.body_timeout:g} s"
@@ -114,7 +95,7 @@ async def _parse_report(request: web.Request, ctx: ServerContext) -> Report | we
         if first["type"] == "json_invalid":
             return _reject(metrics, "invalid", 400, "body is not valid JSON", reason=first["msg"])
         return _reject(
-            metrics, "invalid", 400, "report does not match the schema", **_schema_error(exc)
+            metrics, "invalid", 400, "report does not match the schema", **schema_error(exc)
         )
     refusal = ctx.auth.authorize(credential, report)
     if refusal is not None:

@@ -238,3 +238,18 @@ async def test_the_fake_imds_serves_on_a_port_of_its_own() -> None:
                 assert (await response.read()) == imds.document
     finally:
         await imds.close()
+
+
+async def test_an_identity_the_wire_refuses_is_retried_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An identity document too long for the wire is named and retried; the task keeps running."""
+    async with _rig() as rig:
+        good = rig.imds.document
+        rig.imds.document = good + b" " * 8192
+        await eventually(lambda: rig.clock.sleepers == 1, what="backing off")
+        assert "refuses" in _logged(caplog)
+        assert rig.controller.requests == []
+        rig.imds.document = good
+        await rig.clock.advance(10)
+        await asyncio.wait_for(rig.registration.ready(), 10)

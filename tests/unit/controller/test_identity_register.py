@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ async def _report(request: web.Request) -> web.Response:
     return auth.authorize(credential, report) or web.json_response({"drain": False})
 
 
-async def _harness(tmp_path: Path, token: str | None = None) -> Harness:
+async def _harness(tmp_path: Path, token: str | None = None, body_timeout: float = 10.0) -> Harness:
     shared_authority().write_certificate(tmp_path)
     metrics, fleet = Metrics(), Fleet()
     registrar = Registrar(
@@ -80,6 +81,7 @@ async def _harness(tmp_path: Path, token: str | None = None) -> Harness:
             wall_clock=lambda: WALL,
             clock=lambda: 42.0,
             registration_token=token,
+            body_timeout=body_timeout,
         ),
     )
     app.router.add_post("/report", _report)
@@ -222,3 +224,45 @@ async def test_reports_without_their_own_credential_are_refused(
     assert response.status == status
     assert (await response.json())["error"] == outcome
     assert h.count("report_auth", outcome) == 1
+
+
+async def _raw(h: Harness, request: bytes) -> bytes:
+    """Send raw bytes to the app's (port 0) server and return the status line."""
+    server = h.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), timeout=30)
+    finally:
+        writer.close()
+
+
+async def test_a_non_ascii_registration_token_is_401(tmp_path: Path) -> None:
+    """A registration token with a 0xff byte is refused 401 (never a 500)."""
+    h = await _harness(tmp_path, token="shared")
+    try:
+        status = await _raw(
+            h,
+            b"POST " + REGISTER_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer \xff\xfe\r\nContent-Length: 0\r\n\r\n",
+        )
+        assert status.startswith(b"HTTP/1.1 401"), status
+        assert h.count("registrations", "unauthorized") == 1
+    finally:
+        await h.client.close()
+
+
+async def test_a_stalled_registration_body_is_408(tmp_path: Path) -> None:
+    """A registration whose body stalls after its headers is answered 408 within body_timeout."""
+    h = await _harness(tmp_path, body_timeout=0.2)
+    try:
+        status = await _raw(
+            h,
+            b"POST " + REGISTER_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        assert status.startswith(b"HTTP/1.1 408"), status
+        assert h.count("registrations", "too-slow") == 1
+    finally:
+        await h.client.close()
